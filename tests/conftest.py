@@ -1,0 +1,106 @@
+"""Fixtures in flaskr's shape: a fresh app and database per test, on SQLite or on MySQL."""
+import os
+import shutil
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from webapp import create_app
+from webapp.extensions import db
+
+MYSQL_URL = os.environ.get("TEST_DATABASE_URL", "")
+REQUIRE_MYSQL = os.environ.get("REQUIRE_MYSQL") == "1"
+TEST_CONFIG = {"TESTING": True, "SECRET_KEY": "test-secret", "RATE_LIMIT_PER_MINUTE": 0,
+               "PROGRESS_INTERVAL": 0.05, "LEASE_SECONDS": 30, "OLLAMA_READ_TIMEOUT": 10.0}
+
+
+
+def make_app(url, **overrides):
+    return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **overrides})
+
+
+def migrate(url):
+    """Run the real migrations (what `flask db upgrade` runs) against `url`."""
+    app = make_app(url)
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """One migrated SQLite file, copied for each test (migrating per test would be slow)."""
+    path = tmp_path_factory.mktemp("template") / "livegen.sqlite3"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mysql_url():
+    """The MySQL test database, migrated once. Missing server: skip, or fail under REQUIRE_MYSQL."""
+    if not MYSQL_URL:
+        message = "TEST_DATABASE_URL is not set, so the MySQL tests cannot run"
+        if REQUIRE_MYSQL:
+            pytest.fail(message + " (REQUIRE_MYSQL=1)")
+        pytest.skip(message)
+    engine = sa.create_engine(MYSQL_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS ai_generation_jobs, alembic_version"))
+    except sa.exc.OperationalError as error:
+        if REQUIRE_MYSQL:
+            pytest.fail(f"MySQL at {MYSQL_URL} is not reachable: {error}")
+        pytest.skip(f"MySQL is not reachable: {error}")
+    finally:
+        engine.dispose()
+    migrate(MYSQL_URL)
+    return MYSQL_URL
+
+
+@pytest.fixture
+def backend(request):
+    """'sqlite' unless a test parametrizes it (indirect) with 'mysql'."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(request, backend, tmp_path, sqlite_template):
+    if backend == "mysql":
+        url = request.getfixturevalue("mysql_url")
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM ai_generation_jobs"))
+        engine.dispose()
+        return url
+    path = tmp_path / "livegen.sqlite3"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def sim():
+    from simulator import Simulator
+
+    with Simulator(tokens_per_second=400.0, jitter=0.1, load_delay=0.0) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def app(database_url):
+    # Nothing listens on port 9: a test that streams points OLLAMA_URL at its `sim`.
+    app = make_app(database_url, OLLAMA_URL="http://127.0.0.1:9")
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()

@@ -1,0 +1,38 @@
+"""Helpers shared by the tests: backend parametrization, fresh row reads, a worker in a thread."""
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from webapp.extensions import db
+from webapp.models import Job
+
+
+def both_backends(test):
+    """Run a test on SQLite and on MySQL."""
+    return pytest.mark.parametrize("backend", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)],
+                                   indirect=True)(test)
+
+
+def row(job_id):
+    """The job's row as the database has it now (not the session's cached copy)."""
+    db.session.expire_all()
+    return db.session.execute(sa.select(Job).where(Job.job_id == job_id)).scalar_one()
+
+
+class WorkerThread:
+    """A real Worker serving in a thread until stopped (tests' stand-in for `python worker.py`)."""
+
+    def __init__(self, app, concurrency=2, **kwargs):
+        from webapp.worker import Worker
+
+        self.worker = Worker(app, concurrency=concurrency, **kwargs)
+        self.thread = threading.Thread(target=self.worker.serve, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self.worker
+
+    def __exit__(self, *exc):
+        self.worker.stop()
+        self.thread.join(30)

@@ -1,0 +1,84 @@
+"""Settings, read from the environment in one place (12-factor), with laptop defaults."""
+import logging
+import os
+import re
+import secrets
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+
+
+def database_url(raw, instance_path):
+    """Normalise DATABASE_URL: `mysql://` means PyMySQL; unset means a SQLite file in instance/."""
+    if not raw:
+        return "sqlite:///" + os.path.join(instance_path, "livegen.sqlite3")
+    if raw.startswith("mysql://"):
+        return "mysql+pymysql://" + raw[len("mysql://"):]
+    return raw
+
+
+def ollama_url(env):
+    """OLLAMA_URL, else OLLAMA_HOST parsed as Ollama's envconfig.Host does (OLLAMA.md §5)."""
+    if env.get("OLLAMA_URL"):
+        return env["OLLAMA_URL"].rstrip("/")
+    value = env.get("OLLAMA_HOST", "").strip()
+    if not value:
+        return DEFAULT_OLLAMA_URL
+    scheme, sep, hostport = value.partition("://")
+    if not sep:
+        scheme, hostport, default_port = "http", value, "11434"
+    else:
+        default_port = {"http": "80", "https": "443"}.get(scheme, "11434")
+    hostport, slash, path = hostport.partition("/")
+    host, port = _split_host_port(hostport)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal needs brackets in a URL
+    return f"{scheme}://{host}:{port or default_port}" + (slash + path).rstrip("/")
+
+
+def _split_host_port(hostport):
+    """('host', 'port') from 'host:port', '[v6]:port', 'host' or '[v6]' (port '' when absent)."""
+    match = re.fullmatch(r"\[(?P<v6>[^\]]*)\](?::(?P<p6>\d*))?|(?P<h>[^:]*)(?::(?P<p>\d*))?", hostport)
+    if not match:  # a bare IPv6 address without brackets
+        return hostport, ""
+    return (match["v6"] if match["v6"] is not None else match["h"]), (match["p6"] or match["p"] or "")
+
+
+def ensure_secret_key(config):
+    """A random key when none is set, said loudly: forms break across restarts and processes."""
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = secrets.token_urlsafe(32)
+        log.warning("SECRET_KEY is not set: using a random key, so sessions and forms "
+                    "break on every restart and differ between processes. Set SECRET_KEY.")
+
+
+def _float(env, name, default):
+    return float(env.get(name, default))
+
+
+def _int(env, name, default):
+    return int(env.get(name, default))
+
+
+def from_env(env, instance_path):
+    """Build the config mapping from an environment mapping."""
+    return {
+        "SECRET_KEY": env.get("SECRET_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL"), instance_path),
+        "OLLAMA_URL": ollama_url(env),
+        "OLLAMA_SIMULATED": env.get("LIVEGEN_SIMULATOR", "") == "1",
+        "DEFAULT_MODEL": env.get("DEFAULT_MODEL", "llama3.2"),
+        "WORKER_CONCURRENCY": _int(env, "WORKER_CONCURRENCY", 4),
+        "PROGRESS_INTERVAL": _float(env, "PROGRESS_INTERVAL", 0.5),
+        "SSE_POLL_INTERVAL": _float(env, "SSE_POLL_INTERVAL", 0.2),
+        "SSE_MAX_DURATION": _float(env, "SSE_MAX_DURATION", 600),
+        "API_TOKEN": env.get("API_TOKEN") or None,
+        "RATE_LIMIT_PER_MINUTE": _int(env, "RATE_LIMIT_PER_MINUTE", 60),
+        "PROXY_HOPS": _int(env, "PROXY_HOPS", 0),
+        "MAX_ATTEMPTS": _int(env, "MAX_ATTEMPTS", 3),
+        "LEASE_SECONDS": _float(env, "LEASE_SECONDS", 30),
+        # A prompt may be 32,000 characters; JSON escapes can make that ~6x in bytes.
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+    }

@@ -1,0 +1,149 @@
+"""The queue: enqueue, claim, fenced progress writes, finish, retry, recover, cancel."""
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from webapp.extensions import db
+from webapp.models import Job, utcnow
+
+ACTIVE = ("queued", "processing")
+
+
+def _bump(**values):
+    """Every write changes `version` (the change counter and SSE id) and `last_update_at`."""
+    return {"version": Job.version + 1, "last_update_at": utcnow(), **values}
+
+
+def _update(where, **values):
+    """One conditional UPDATE in its own short transaction; returns the number of rows changed."""
+    statement = sa.update(Job).where(*where).values(**_bump(**values))
+    # No ORM synchronisation: callers re-read what they need; it would cost a SELECT per write.
+    result = db.session.execute(statement.execution_options(synchronize_session=False))
+    db.session.commit()
+    return result.rowcount
+
+
+def enqueue(prompt, model, system=None, options=None):
+    job = Job(prompt=prompt, model=model, system=system, options=options or {}, status="queued")
+    db.session.add(job)
+    db.session.commit()
+    return job
+
+
+def get(job_id):
+    """The job with this public id, read fresh, or None."""
+    if not isinstance(job_id, str) or len(job_id) > 64:
+        return None
+    job = db.session.execute(sa.select(Job).where(Job.job_id == job_id)).scalar_one_or_none()
+    if job is not None:
+        db.session.refresh(job)
+    return job
+
+
+def recent(limit=20):
+    return list(db.session.scalars(sa.select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+def queue_position(job):
+    """1 for the next job to be claimed; None unless queued."""
+    if job.status != "queued":
+        return None
+    ahead = sa.select(sa.func.count()).select_from(Job).where(
+        Job.status == "queued", Job.id < job.id)
+    return db.session.execute(ahead).scalar_one() + 1
+
+
+def completion_history(model, limit=20):
+    """Completion token counts of this model's latest completed jobs, newest first."""
+    query = (sa.select(Job.completion_tokens)
+             .where(Job.model == model, Job.status == "completed", Job.completion_tokens > 0)
+             .order_by(Job.completed_at.desc()).limit(limit))
+    return list(db.session.scalars(query))
+
+
+def claim(worker_id, lease_seconds):
+    """Take the oldest runnable queued job for `worker_id`, or None. Safe under many claimers."""
+    now = utcnow()
+    candidates = (sa.select(Job.id).where(Job.status == "queued", Job.run_after <= now)
+                  .order_by(Job.id).limit(1))
+    if db.engine.dialect.name in ("mysql", "mariadb"):
+        # Row locks: concurrent claimers skip each other's candidate instead of waiting on it.
+        candidates = candidates.with_for_update(skip_locked=True)
+    for _ in range(5):
+        job_pk = db.session.execute(candidates).scalar_one_or_none()
+        if job_pk is None:
+            db.session.commit()
+            return None
+        # The conditional UPDATE is the arbiter: on SQLite, whoever changes the row won it.
+        won = _update((Job.id == job_pk, Job.status == "queued"), status="processing",
+                      phase="waiting_model", worker_id=worker_id, attempts=Job.attempts + 1,
+                      started_at=sa.func.coalesce(Job.started_at, now),
+                      lease_until=now + timedelta(seconds=lease_seconds))
+        if won:
+            return db.session.get(Job, job_pk, populate_existing=True)
+    return None
+
+
+def _owned(job_pk, worker_id):
+    return (Job.id == job_pk, Job.worker_id == worker_id, Job.status == "processing")
+
+
+def heartbeat(job_pk, worker_id, lease_seconds, **fields):
+    """Fenced progress write that renews the lease. False: the job is no longer ours to run
+    (cancel requested, recovered by the sweep, or taken by another worker)."""
+    where = (*_owned(job_pk, worker_id), Job.cancel_requested.is_(False))
+    lease = utcnow() + timedelta(seconds=lease_seconds)
+    return _update(where, lease_until=lease, **fields) == 1
+
+
+def finish(job_pk, worker_id, status, **fields):
+    """Fenced final write: `completed`, `failed` or `cancelled`. A cancel that came after the
+    generation finished does not stop it from being completed."""
+    return _update(_owned(job_pk, worker_id), status=status, completed_at=utcnow(), phase=None,
+                   worker_id=None, lease_until=None, **fields) == 1
+
+
+def retry_later(job_pk, worker_id, delay_seconds, message):
+    """Back to the queue after `delay_seconds`, keeping the reason for people to see."""
+    return _update(_owned(job_pk, worker_id), status="queued", phase=None, worker_id=None,
+                   lease_until=None, error_message=message,
+                   run_after=utcnow() + timedelta(seconds=delay_seconds)) == 1
+
+
+def release(job_pk, worker_id):
+    """Give an unfinished job back (shutdown): queued again, the attempt refunded."""
+    return _update(_owned(job_pk, worker_id), status="queued", phase=None, worker_id=None,
+                   lease_until=None, attempts=Job.attempts - 1, current_tokens=0,
+                   progress_percentage=0.0) == 1
+
+
+def cancel_requested(job_pk):
+    return bool(db.session.execute(
+        sa.select(Job.cancel_requested).where(Job.id == job_pk)).scalar_one_or_none())
+
+
+def request_cancel(job):
+    """'cancelled' (a queued job, at once), 'requested' (a running job; the worker stops it),
+    or None once the job has ended."""
+    if _update((Job.id == job.id, Job.status == "queued"), status="cancelled",
+               completed_at=utcnow(), error_message="Cancelled before it started."):
+        return "cancelled"
+    if _update((Job.id == job.id, Job.status == "processing"), cancel_requested=True):
+        return "requested"
+    return None
+
+
+def recover_expired(max_attempts):
+    """Sweep jobs whose worker stopped renewing its lease. Idempotent; returns rows changed."""
+    now = utcnow()
+    expired = (Job.status == "processing", Job.lease_until < now)
+    changed = _update((*expired, Job.cancel_requested.is_(True)), status="cancelled",
+                      worker_id=None, lease_until=None, phase=None, completed_at=now,
+                      error_message="Cancelled.")
+    changed += _update((*expired, Job.attempts < max_attempts), status="queued", worker_id=None,
+                       lease_until=None, phase=None, run_after=now,
+                       error_message="The worker running this job was lost; it was queued again.")
+    changed += _update(expired, status="failed", worker_id=None, lease_until=None, phase=None,
+                       completed_at=now,
+                       error_message=f"The worker was lost {max_attempts} times; giving up.")
+    return changed

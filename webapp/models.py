@@ -1,0 +1,85 @@
+"""The `ai_generation_jobs` table: one row per generation, the only channel between worker and web."""
+import secrets
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.dialects import mysql
+
+from webapp.extensions import db
+
+# Milliseconds on MySQL too (its DATETIME drops fractions by default).
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
+# TEXT stops at 64 KB on MySQL; a long generation can pass that.
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# Public ids are compared byte for byte: a case-insensitive collation would match 'aB' to 'Ab'.
+PublicId = sa.String(43).with_variant(mysql.VARCHAR(43, collation="utf8mb4_bin"), "mysql", "mariadb")
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+ENDED = ("completed", "failed", "cancelled")
+PHASES = ("waiting_model", "thinking", "generating", "saving")
+
+
+def utcnow():
+    """Naive UTC with milliseconds: what both databases store."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def new_job_id():
+    """Public id: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
+
+
+class Job(db.Model):
+    __tablename__ = "ai_generation_jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_claim", "status", "run_after", "id"),
+        sa.Index("ix_jobs_lease", "status", "lease_until"),
+        sa.Index("ix_jobs_model_done", "model", "status", "completed_at"),
+        {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},
+    )
+
+    id: so.Mapped[int] = so.mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: so.Mapped[str] = so.mapped_column(PublicId, unique=True, default=new_job_id)
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="queued")
+    phase: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    prompt: so.Mapped[str] = so.mapped_column(LongText)
+    system: so.Mapped[str | None] = so.mapped_column(LongText)
+    model: so.Mapped[str] = so.mapped_column(sa.String(200))
+    options: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict)
+    result: so.Mapped[str | None] = so.mapped_column(LongText)
+
+    progress_percentage: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
+    progress_is_estimate: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=True)
+    expected_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    current_tokens: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    tokens_per_second: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
+    elapsed_time: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)  # ms
+    estimated_time_remaining: so.Mapped[int | None] = so.mapped_column(sa.Integer)  # ms
+    prompt_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    completion_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    total_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    error_message: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    # Queue bookkeeping: attempts, lease (the worker's heartbeat), fencing, cancel, back-off.
+    attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    worker_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    lease_until: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    run_after: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    cancel_requested: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
+    # Change counter: every write bumps it; it is also the SSE event id.
+    version: so.Mapped[int] = so.mapped_column(sa.Integer, default=1)
+
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    started_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    completed_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    last_update_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+
+    @property
+    def ended(self):
+        return self.status in ENDED
+
+    def __repr__(self):
+        return f"<Job {self.job_id} {self.status} v{self.version}>"

@@ -1,0 +1,103 @@
+"""Streaming client for Ollama's /api/generate, per shared/OLLAMA.md. Knows HTTP, not the database."""
+import json
+import logging
+import socket
+
+import requests
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 5.0
+# Nothing at all arrives before the first token: queue wait + model load + prompt eval (§3),
+# and long streams can pause for seconds (§7.1). The read timeout must cover all of it.
+READ_TIMEOUT = 300.0
+
+
+class OllamaError(Exception):
+    """A generation that did not finish. `retryable` says whether trying again may help."""
+
+    def __init__(self, message, retryable, status=None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+def _error_text(response):
+    """Ollama's own message from an error body ({"error": ...}), or the body itself."""
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return response.text.strip()[:300] or response.reason or f"HTTP {response.status_code}"
+
+
+def _refusal(response, model):
+    status = response.status_code
+    message = f"Ollama answered {status}: {_error_text(response)}"
+    if status in (400, 404):  # bad request, unknown model: trying again cannot help
+        return OllamaError(f"{message} (model '{model}')", retryable=False, status=status)
+    return OllamaError(message, retryable=True, status=status)
+
+
+class Generation:
+    """One streaming generation: iterate for chunks (dicts); `close()` stops it in Ollama too."""
+
+    def __init__(self, base_url, body, read_timeout=READ_TIMEOUT, session=None):
+        self.url = base_url.rstrip("/") + "/api/generate"
+        self.body = body
+        self.read_timeout = read_timeout
+        self.session = session or requests
+        self.response = None
+        self.closed = False
+
+    def __iter__(self):
+        try:
+            self.response = self.session.post(self.url, json=self.body, stream=True,
+                                              timeout=(CONNECT_TIMEOUT, self.read_timeout))
+            if self.response.status_code != 200:
+                raise _refusal(self.response, self.body.get("model"))
+            yield from self._chunks()
+        except requests.exceptions.RequestException as error:
+            if self.closed:
+                return
+            raise OllamaError(_describe(error, self.url, self.read_timeout), retryable=True) from error
+        finally:
+            self.close()
+
+    def _chunks(self):
+        for line in self.response.iter_lines(chunk_size=None):
+            if not line:
+                continue
+            chunk = json.loads(line)
+            if "error" in chunk:
+                raise OllamaError(f"Ollama stopped with an error: {chunk['error']}", retryable=True)
+            yield chunk
+            if chunk.get("done"):
+                return
+        if not self.closed:
+            raise OllamaError("Ollama ended the stream before the generation was done "
+                              "(no final chunk).", retryable=True)
+
+    def close(self):
+        """Close the connection, which makes Ollama stop generating; wakes a blocked read."""
+        self.closed = True
+        response, self.response = self.response, None
+        if response is None:
+            return
+        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # a read blocked in another thread returns now
+            except OSError:
+                pass
+        response.close()
+
+
+def _describe(error, url, read_timeout):
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return f"Ollama at {url} did not accept a connection within {CONNECT_TIMEOUT:.0f} s."
+    if isinstance(error, requests.exceptions.ReadTimeout) or "Read timed out" in str(error):
+        return f"Ollama sent nothing for {read_timeout:.0f} s (stalled)."
+    if isinstance(error, requests.exceptions.ConnectionError) and "refused" in str(error).lower():
+        return f"Ollama is not reachable at {url} (connection refused)."
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return "The connection to Ollama was cut in the middle of the generation."
+    return f"Talking to Ollama failed: {error}"

@@ -1,0 +1,104 @@
+"""The worker loop: claims jobs up to WORKER_CONCURRENCY, sweeps expired leases, stops gracefully."""
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from webapp import jobs
+from webapp.extensions import db
+from webapp.runner import Run
+
+log = logging.getLogger("livegen.worker")
+IDLE_POLL = 0.5       # seconds between claim attempts when the queue is empty
+SWEEP_EVERY = 5.0     # seconds between sweeps for jobs whose lease ran out
+GRACE_SECONDS = 20.0  # SIGTERM: time running jobs get before they are released (PaaS kill at 30 s)
+
+
+def new_worker_id():
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Runs up to `concurrency` jobs at once, each in its own thread (a greenlet under gevent)."""
+
+    def __init__(self, app, concurrency=None, worker_id=None, grace=GRACE_SECONDS):
+        self.app = app
+        self.concurrency = concurrency or app.config["WORKER_CONCURRENCY"]
+        self.worker_id = worker_id or new_worker_id()
+        self.grace = grace
+        self.running = {}  # job pk -> (Run, thread)
+        self.stopping = threading.Event()
+        self.last_sweep = 0.0
+
+    def serve(self):
+        """Claim and run until `stop()`; then drain, release leftovers and return."""
+        log.info("worker %s: up to %d jobs at once", self.worker_id, self.concurrency)
+        while not self.stopping.is_set():
+            self._reap()
+            self._maybe_sweep()
+            if len(self.running) >= self.concurrency or not self._claim_one():
+                self.stopping.wait(IDLE_POLL)
+        self._drain()
+
+    def stop(self, *_signal):
+        if self.stopping.is_set():
+            log.info("worker %s: already stopping (a second SIGTERM is not a kill)", self.worker_id)
+        self.stopping.set()
+
+    def _claim_one(self):
+        with self.app.app_context():
+            try:
+                job = jobs.claim(self.worker_id, self.app.config["LEASE_SECONDS"])
+                run = job and Run(self.app, job, self.worker_id)
+            except SQLAlchemyError as error:
+                log.warning("claim failed, database error: %s", error)
+                return False
+            finally:
+                db.session.remove()
+        if not run:
+            return False
+        thread = threading.Thread(target=self._run, args=(run,), name=f"job-{run.pk}", daemon=True)
+        self.running[run.pk] = (run, thread)
+        thread.start()
+        return True
+
+    def _run(self, run):
+        try:
+            run.run()
+        except Exception:  # a bug must not take the worker down; the lease recovers the job
+            log.exception("job %s crashed", run.pk)
+
+    def _reap(self):
+        for pk, (_run, thread) in list(self.running.items()):
+            if not thread.is_alive():
+                del self.running[pk]
+
+    def _maybe_sweep(self):
+        if time.monotonic() - self.last_sweep < SWEEP_EVERY:
+            return
+        self.last_sweep = time.monotonic()
+        with self.app.app_context():
+            try:
+                changed = jobs.recover_expired(self.app.config["MAX_ATTEMPTS"])
+                if changed:
+                    log.warning("recovered %d job(s) whose worker stopped renewing its lease", changed)
+            except SQLAlchemyError as error:
+                log.warning("sweep failed, database error: %s", error)
+            finally:
+                db.session.remove()
+
+    def _drain(self):
+        """Let running jobs finish within the grace period, then give the rest back to the queue."""
+        deadline = time.monotonic() + self.grace
+        for _run, thread in list(self.running.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for run, thread in list(self.running.values()):
+            if thread.is_alive():
+                log.info("job %s: grace period over; releasing it to the queue", run.pk)
+                run.abort("shutdown")
+                thread.join(10)
+        log.info("worker %s: stopped", self.worker_id)
