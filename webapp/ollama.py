@@ -95,7 +95,7 @@ def _describe(error, url, read_timeout):
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return f"Ollama at {url} did not accept a connection within {CONNECT_TIMEOUT:.0f} s."
     if isinstance(error, requests.exceptions.ReadTimeout) or "Read timed out" in str(error):
-        return f"Ollama sent nothing for {read_timeout:.0f} s (stalled)."
+        return f"Ollama sent nothing for {read_timeout:g} s (stalled)."
     if isinstance(error, requests.exceptions.ConnectionError) and "refused" in str(error).lower():
         return f"Ollama is not reachable at {url} (connection refused)."
     if isinstance(error, requests.exceptions.ChunkedEncodingError):

@@ -40,7 +40,7 @@ class Run:
         self.wake = threading.Event()
         self.stop_reason = None  # "cancelled", "lost" or "shutdown"
         self.generation = Generation(self.config["OLLAMA_URL"], self.body,
-                                     read_timeout=self.config.get("OLLAMA_READ_TIMEOUT", 300.0))
+                                     read_timeout=self.config["OLLAMA_READ_TIMEOUT"])
 
     # --- the stream (this thread) -------------------------------------------------------------
     def run(self):

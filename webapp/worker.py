@@ -15,7 +15,6 @@ from webapp.runner import Run
 log = logging.getLogger("livegen.worker")
 IDLE_POLL = 0.5       # seconds between claim attempts when the queue is empty
 SWEEP_EVERY = 5.0     # seconds between sweeps for jobs whose lease ran out
-GRACE_SECONDS = 20.0  # SIGTERM: time running jobs get before they are released (PaaS kill at 30 s)
 
 
 def new_worker_id():
@@ -25,11 +24,12 @@ def new_worker_id():
 class Worker:
     """Runs up to `concurrency` jobs at once, each in its own thread (a greenlet under gevent)."""
 
-    def __init__(self, app, concurrency=None, worker_id=None, grace=GRACE_SECONDS):
+    def __init__(self, app, concurrency=None, worker_id=None, grace=None):
         self.app = app
         self.concurrency = concurrency or app.config["WORKER_CONCURRENCY"]
         self.worker_id = worker_id or new_worker_id()
-        self.grace = grace
+        # SIGTERM: time running jobs get before they are released (a PaaS kills at 30 s).
+        self.grace = app.config["SHUTDOWN_GRACE"] if grace is None else grace
         self.running = {}  # job pk -> (Run, thread)
         self.stopping = threading.Event()
         self.last_sweep = 0.0
