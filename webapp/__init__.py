@@ -47,13 +47,14 @@ def register_extensions(app):
 
 def register_blueprints(app):
     # Imported here so that importing the package (the worker does) loads no routes.
-    from webapp import api, cards, csrf, errors, pages, stream
+    from webapp import api, cards, csrf, errors, pages, stream, watch
 
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(pages.bp)
     errors.register(app)
     cards.register(app)
+    watch.init_app(app)
     app.jinja_env.globals["csrf_token"] = csrf.token
 
 

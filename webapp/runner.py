@@ -159,4 +159,4 @@ class Run:
                 db.session.rollback()
                 log.warning("job %s: final write failed (%s); retrying in %.1f s", self.pk, error, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)  # land soon after the database is back

@@ -1,9 +1,11 @@
-"""The public SSE route: a job's progress as `progress` / `complete` / `error` / `timeout` events."""
+"""Server-Sent Events routes: one job's progress (the public contract) and many jobs on one
+connection. Streams read from the process's watcher, never from the database pool."""
+import re
 import time
 
 from flask import Blueprint, Response, current_app, request
 
-from webapp import jobs, sse
+from webapp import jobs, sse, watch
 from webapp.errors import api_error
 from webapp.extensions import db
 from webapp.progress import sse_event
@@ -12,52 +14,97 @@ from webapp.snapshots import snapshot_of
 bp = Blueprint("stream", __name__, url_prefix="/api/v1/ai/generation")
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 PING_AFTER = 15.0
+MAX_JOBS = 50
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def read_snapshot(job_id):
-    """One short read; the pooled connection goes back before anything is streamed."""
+def read_snapshots(job_ids):
+    """Snapshots of these jobs (None for unknown ones), read before the first byte; the pooled
+    connection goes back at once."""
     try:
-        job = jobs.get(job_id)
-        return snapshot_of(job) if job else None
+        return {job_id: (snapshot_of(job) if (job := jobs.get(job_id)) else None) for job_id in job_ids}
     finally:
         db.session.remove()
 
 
 @bp.get("/<job_id>/progress")
 def progress(job_id):
-    snap = read_snapshot(job_id)
+    snap = read_snapshots([job_id])[job_id]
     if snap is None:
         return api_error(404, f"No job with id '{job_id[:64]}'.")
-    last_id = request.headers.get("Last-Event-ID", "")
+    resumed = request.headers.get("Last-Event-ID", "") == str(snap["version"]) and not watch.ended(snap)
     app = current_app._get_current_object()
-    return Response(_events(app, job_id, snap, last_id), mimetype="text/event-stream",
-                    headers=HEADERS)
+    events = stream(app, [] if resumed else [snap], [snap], _json_event,
+                    lambda last: sse.ping(last["version"]))
+    return event_stream(events)
 
 
-def _events(app, job_id, snap, last_id, clock=time.monotonic):
-    """Snapshot at once (unless the client already has this version), then each change."""
-    yield sse.retry()
-    if str(snap["version"]) != last_id or snap["status"] in ("completed", "failed", "cancelled"):
-        yield _frame(snap)
-    config = app.config
-    started = quiet_since = clock()
-    while snap["status"] not in ("completed", "failed", "cancelled"):
-        if clock() - started >= config["SSE_MAX_DURATION"]:
-            yield sse.event("timeout", {"status": snap["status"], "message":
-                                        "stream lasted SSE_MAX_DURATION; reconnect to go on"},
-                            snap["version"])
-            return
-        time.sleep(config["SSE_POLL_INTERVAL"])
-        with app.app_context():
-            fresh = read_snapshot(job_id) or snap
-        if fresh["version"] != snap["version"]:
-            snap, quiet_since = fresh, clock()
-            yield _frame(snap)
-        elif clock() - quiet_since >= PING_AFTER:
-            quiet_since = clock()
-            yield sse.ping(snap["version"])
+@bp.get("/progress")
+def progress_many():
+    """`?jobs=id1,id2,...`: every job on one connection (browsers allow ~6 per origin); each
+    event's data names its job. Every connect gets full snapshots."""
+    job_ids = [j for j in request.args.get("jobs", "").split(",") if j]
+    if not job_ids or len(job_ids) > MAX_JOBS or not all(JOB_ID.fullmatch(j) for j in job_ids):
+        return api_error(400, f"jobs: give 1 to {MAX_JOBS} job ids, separated by commas.", field="jobs")
+    snaps = read_snapshots(dict.fromkeys(job_ids))
+    unknown = [job_id for job_id, snap in snaps.items() if snap is None]
+    if unknown:
+        return api_error(404, f"No job with id '{unknown[0]}'.")
+    events = stream(current_app._get_current_object(), list(snaps.values()), list(snaps.values()), _json_event_of_job,
+                    lambda last: sse.ping())
+    return event_stream(events)
 
 
-def _frame(snap):
+def event_stream(events):
+    return Response(events, mimetype="text/event-stream", headers=HEADERS)
+
+
+def _json_event(snap):
     name, data = sse_event(snap)
     return sse.event(name, data, snap["version"])
+
+
+def _json_event_of_job(snap):
+    name, data = sse_event(snap)
+    return sse.event(name, {"job_id": snap["job_id"], **data}, f"{snap['job_id']}.{snap['version']}")
+
+
+def stream(app, first, snaps, render, ping, clock=time.monotonic):
+    """`retry:`, the `first` snapshots at once, then each change of the live jobs among `snaps`
+    until they have all ended, `SSE_MAX_DURATION` passes, or the process shuts down."""
+    yield sse.retry()
+    for snap in first:
+        yield render(snap)
+    live = {snap["job_id"]: snap for snap in snaps if not watch.ended(snap)}
+    if not live:
+        return
+    watcher = watch.get(app)
+    sub = watcher.subscribe(list(live.values()))
+    try:
+        yield from _follow(sub, live, render, ping, app.config["SSE_MAX_DURATION"], clock)
+    finally:
+        watcher.unsubscribe(sub)
+
+
+def _follow(sub, live, render, ping, max_duration, clock):
+    started = last_sent = clock()
+    last = next(iter(live.values()))
+    while live:
+        now = clock()
+        if now - started >= max_duration:
+            yield sse.event("timeout", {"status": last["status"], "message":
+                                        "stream lasted SSE_MAX_DURATION; reconnect to go on"},
+                            last["version"] if len(live) == 1 else None)
+            return
+        snaps = sub.take(max(0.0, min(PING_AFTER - (now - last_sent), max_duration - (now - started))))
+        if sub.closed:
+            yield sse.retry()  # shutting down: reconnect (to another process) soon
+            return
+        for snap in snaps:
+            yield render(snap)
+            last, last_sent = snap, clock()
+            if watch.ended(snap):
+                live.pop(snap["job_id"], None)
+        if live and clock() - last_sent >= PING_AFTER:
+            yield ping(last)
+            last_sent = clock()

@@ -1,0 +1,95 @@
+"""Real processes for end-to-end tests: gunicorn with the gevent worker, and `python worker.py`."""
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A subprocess with its output in a temp file (shown when a test fails)."""
+
+    def __init__(self, args, env):
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="livegen-", suffix=".log", delete=False)
+        full_env = {**os.environ, "SECRET_KEY": "test-secret", "PYTHONUNBUFFERED": "1", **env}
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def output(self):
+        self.log.flush()
+        with open(self.log.name) as log:
+            return log.read()
+
+    def stop(self, sig=15, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        if exc[0] is not None:
+            sys.stderr.write(self.output()[-4000:])
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+class Gunicorn(Process):
+    """`gunicorn -c gunicorn.conf.py wsgi:app`, as the Procfile runs it, on a free port."""
+
+    def __init__(self, database_url, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                         {"DATABASE_URL": database_url, "PORT": str(self.port), "WEB_CONCURRENCY": "1",
+                          "RATE_LIMIT_PER_MINUTE": "0", **env})
+        self._wait_until_up()
+
+    def _wait_until_up(self, seconds=30):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("gunicorn exited:\n" + self.output())
+            try:
+                requests.get(self.url + "/", timeout=2)
+                return
+            except requests.RequestException:  # not up yet, or still booting its worker
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not come up:\n" + self.output())
+
+
+class WorkerProcess(Process):
+    def __init__(self, database_url, ollama_url, **env):
+        super().__init__([sys.executable, "worker.py"],
+                         {"DATABASE_URL": database_url, "OLLAMA_URL": ollama_url, **env})
+
+
+def read_events(response):
+    """Parse an SSE response into (field dict) events as they arrive."""
+    event = {}
+    for line in response.iter_lines(chunk_size=None, decode_unicode=True):
+        if line == "":
+            if event:
+                yield event
+            event = {}
+            continue
+        field, _, value = line.partition(":")
+        event[field] = value[1:] if value.startswith(" ") else value

@@ -1,0 +1,191 @@
+"""The worker against the simulator: a job streams to completion, and each fault ends where it should."""
+import time
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from helpers import WorkerThread, both_backends, row
+from webapp import jobs
+from webapp.extensions import db
+from webapp.models import Job, utcnow
+from webapp.runner import Run, backoff
+
+API = "/api/v1/ai/generation"
+
+
+def run_next(app, worker_id="w1"):
+    """Claim the next job and run it to its end, in this thread."""
+    job = jobs.claim(worker_id, app.config["LEASE_SECONDS"])
+    assert job is not None, "nothing to claim"
+    run = Run(app, job, worker_id)
+    run.run()
+    return row(job.job_id)
+
+
+def enqueue(prompt="Write a haiku", **options):
+    return jobs.enqueue(prompt=prompt, model="llama3.2", options=options)
+
+
+def watch_until_ended(client, job_id, seconds=20):
+    """Poll the status route while the job runs; returns every distinct snapshot seen."""
+    seen, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = client.get(f"{API}/{job_id}/status").get_json()["job"]
+        if not seen or job["version"] != seen[-1]["version"]:
+            seen.append(job)
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return seen
+        time.sleep(0.01)
+    raise AssertionError(f"job did not end in {seconds} s: {seen[-1]}")
+
+
+@both_backends
+def test_job_from_the_api_completes_with_the_simulators_text_and_counts(app, client, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    sim.tokens_per_second = 60.0
+    job_id = client.post(API, json={"prompt": "Tell me about otters"}).get_json()["job_id"]
+    with WorkerThread(app):
+        seen = watch_until_ended(client, job_id)
+    final = seen[-1]
+    record = sim.requests[0]
+    assert final["status"] == "completed"
+    assert final["result"] == record.text and record.text
+    assert final["completion_tokens"] == record.final["eval_count"]
+    assert final["prompt_tokens"] == record.final["prompt_eval_count"]
+    assert final["total_tokens"] == final["prompt_tokens"] + final["completion_tokens"]
+    assert final["progress"] == 100 and final["attempts"] == 1
+    live = [s for s in seen if s["status"] == "processing" and s["current_tokens"] > 0]
+    assert len(live) >= 3, f"only {len(live)} progress writes seen"
+    percents = [s["progress"] for s in seen]
+    assert percents == sorted(percents) and max(s["progress"] for s in live) < 100
+    assert all(s["tokens_per_second"] > 0 for s in live[1:])
+
+
+def test_num_predict_gives_exact_percent_basis(app, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    job = enqueue(num_predict=25)
+    done = run_next(app)
+    assert done.status == "completed" and done.completion_tokens == 25
+    assert done.expected_tokens == 25 and done.progress_is_estimate is False
+    assert sim.requests[0].body["options"] == {"num_predict": 25}
+    assert job.job_id == done.job_id
+
+
+def test_expected_length_comes_from_this_models_history(app, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    for tokens in (30, 50, 40):
+        enqueue(num_predict=tokens)
+        run_next(app)
+    enqueue()
+    job = jobs.claim("w2", 30)
+    run = Run(app, job, "w2")
+    assert run.expected_fields == {"expected_tokens": 40, "progress_is_estimate": True}
+
+
+def test_thinking_chunks_show_the_phase_but_not_in_the_text(app, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    sim.set_fault("thinking")
+    enqueue()
+    job = jobs.claim("w1", 30)
+    run = Run(app, job, "w1")
+    phases = []
+    original = jobs.heartbeat
+
+    def spy(*args, **fields):
+        phases.append(fields.get("phase"))
+        return original(*args, **fields)
+
+    jobs.heartbeat = spy
+    try:
+        run.run()
+    finally:
+        jobs.heartbeat = original
+    done = row(job.job_id)
+    record = sim.requests[0]
+    assert done.status == "completed" and done.result == record.text
+    thoughts = "".join(c.get("thinking", "") for c in record.chunks)
+    assert thoughts and thoughts not in done.result
+    assert done.completion_tokens == record.final["eval_count"]
+
+
+def test_merged_chunks_still_give_ollamas_token_count(app, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    sim.set_fault("merged")
+    enqueue(num_predict=30)
+    done = run_next(app)
+    assert done.status == "completed" and done.completion_tokens == 30
+    assert len(sim.requests[0].chunks) < 30
+
+
+def test_missing_metrics_count_as_zero(app, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    sim.set_fault("missing_metrics")
+    enqueue(num_predict=12)
+    done = run_next(app)
+    assert done.status == "completed" and done.prompt_tokens == 0 and done.total_tokens == 12
+
+
+@pytest.mark.parametrize(("fault", "words"), [
+    ("unknown_model", "model 'llama3.2' not found"),
+    ("bad_request", "cannot unmarshal"),
+])
+def test_client_errors_fail_at_once_with_ollamas_message(app, sim, fault, words):
+    app.config["OLLAMA_URL"] = sim.url
+    sim.set_fault(fault)
+    enqueue()
+    done = run_next(app)
+    assert done.status == "failed" and done.attempts == 1
+    assert words in done.error_message and "llama3.2" in done.error_message
+
+
+@pytest.mark.parametrize(("fault", "words"), [
+    ("busy", "503"),
+    ("load_fail", "timed out waiting for llama runner"),
+    ("error_midstream", "an error was encountered while running the model"),
+    ("eof", "ended the stream before the generation was done"),
+    ("drop", "cut in the middle"),
+    ("stall", "sent nothing for 0.5 s"),
+])
+def test_transient_faults_retry_with_backoff_then_fail_naming_the_tries(app, sim, fault, words):
+    app.config.update(OLLAMA_URL=sim.url, OLLAMA_READ_TIMEOUT=0.5, MAX_ATTEMPTS=2)
+    sim.set_fault(fault)
+    job = enqueue()
+    first = run_next(app)
+    assert first.status == "queued" and first.attempts == 1 and first.worker_id is None
+    assert words in first.error_message and "attempt 2 of 2" in first.error_message
+    assert first.run_after >= utcnow() - timedelta(seconds=1)
+    assert jobs.claim("w1", 30) is None or first.run_after <= utcnow()
+    _make_runnable(job.id)
+    second = run_next(app)
+    assert second.status == "failed" and second.attempts == 2
+    assert words in second.error_message and "tried 2 times" in second.error_message
+
+
+def test_connection_refused_is_retried(app):
+    app.config["MAX_ATTEMPTS"] = 1  # OLLAMA_URL points at port 9, where nothing listens
+    enqueue()
+    done = run_next(app)
+    assert done.status == "failed" and "connection refused" in done.error_message
+
+
+def test_a_job_retried_after_a_fault_completes(app, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    sim.set_fault("eof", times=1)
+    job = enqueue(num_predict=10)
+    assert run_next(app).status == "queued"
+    _make_runnable(job.id)
+    done = run_next(app)
+    assert done.status == "completed" and done.attempts == 2 and done.result == sim.requests[1].text
+
+
+def _make_runnable(pk):
+    """Backdate the back-off instead of waiting it out."""
+    db.session.execute(sa.update(Job).where(Job.id == pk).values(run_after=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+
+
+def test_backoff_is_full_jitter_capped():
+    assert backoff(3, rand=lambda low, high: high) == 16.0
+    assert backoff(20, rand=lambda low, high: high) == 600.0
+    assert backoff(3, rand=lambda low, high: low) == 0

@@ -1,0 +1,167 @@
+"""One watcher per web process: each tick, one read of every watched job that changed, fanned out
+to the SSE subscribers of this process. A thousand watchers cost the database what one does."""
+import logging
+import threading
+import time
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from webapp.extensions import db
+from webapp.models import ENDED, Job
+from webapp.snapshots import snapshot
+
+log = logging.getLogger(__name__)
+BATCH = 500  # ids per query: large enough for one read per tick, small enough for any server
+MAX_BACKOFF = 5.0
+
+
+class Subscription:
+    """One client's view: the newest snapshot per job, waiting to be sent (a slow client gets the
+    latest state, never a backlog)."""
+
+    def __init__(self, snaps):
+        self.job_ids = tuple(snap["job_id"] for snap in snaps)
+        self.sent = {snap["job_id"]: _key(snap) for snap in snaps}  # what the client already has
+        self.pending = {}
+        self.ready = threading.Event()
+        self.closed = False  # set on shutdown: the stream ends so the client reconnects elsewhere
+
+    def offer(self, snap):
+        if self.sent.get(snap["job_id"]) == _key(snap):
+            return
+        self.sent[snap["job_id"]] = _key(snap)
+        self.pending[snap["job_id"]] = snap
+        self.ready.set()
+
+    def take(self, timeout):
+        """Wait up to `timeout` s; the pending snapshots (maybe none), oldest job first."""
+        self.ready.wait(timeout)
+        self.ready.clear()
+        snaps, self.pending = list(self.pending.values()), {}
+        return snaps
+
+    def close(self):
+        self.closed = True
+        self.ready.set()
+
+
+class Watcher:
+    """Reads changed rows every `interval` s while anyone watches; idles otherwise."""
+
+    def __init__(self, app, interval):
+        self.app = app
+        self.interval = interval
+        self.subscribers = {}   # job_id -> set of Subscription
+        self.seen = {}          # job_id -> (version, queue position) last fanned out
+        self.wake = threading.Event()
+        self.thread = None
+        self.stopping = False
+        self.reads = 0          # queries issued (the benchmark reads it)
+
+    def subscribe(self, snaps):
+        """Follow the jobs of these snapshots (already sent to the client)."""
+        sub = Subscription(snaps)
+        for snap in snaps:
+            self.subscribers.setdefault(snap["job_id"], set()).add(sub)
+            self.seen.setdefault(snap["job_id"], _key(snap))
+        self._ensure_running()
+        self.wake.set()
+        return sub
+
+    def unsubscribe(self, sub):
+        for job_id in sub.job_ids:
+            subs = self.subscribers.get(job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self.subscribers[job_id]
+                    self.seen.pop(job_id, None)
+
+    def shutdown(self):
+        """End every stream (SIGTERM): clients reconnect to a process that is staying."""
+        self.stopping = True
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                sub.close()
+        self.wake.set()
+
+    def _ensure_running(self):
+        if self.thread is None or not self.thread.is_alive():
+            self.thread = threading.Thread(target=self._loop, name="livegen-watcher", daemon=True)
+            self.thread.start()
+
+    def _loop(self):
+        failures = 0
+        while not self.stopping:
+            if not self.subscribers:
+                self.wake.wait(1.0)  # idle: no queries at all
+                self.wake.clear()
+                continue
+            started = time.monotonic()
+            try:
+                self.tick()
+                failures = 0
+            except SQLAlchemyError as error:
+                failures += 1
+                log.warning("watcher: database read failed (%s); clients keep their streams", error)
+            pause = min(MAX_BACKOFF, self.interval * 2 ** failures) if failures else self.interval
+            time.sleep(max(0.0, pause - (time.monotonic() - started)))
+
+    def tick(self):
+        """One short transaction per tick (REPEATABLE READ would freeze a long one)."""
+        with self.app.app_context():
+            try:
+                for snap in self.changed(list(self.subscribers)):
+                    self._fan_out(snap)
+            finally:
+                db.session.remove()
+
+    def changed(self, job_ids):
+        """Snapshots of the watched jobs whose version (or place in the queue) moved."""
+        rows, positions = [], {}
+        for start in range(0, len(job_ids), BATCH):
+            batch = job_ids[start:start + BATCH]
+            known = [(job_id, self.seen[job_id][0]) for job_id in batch if job_id in self.seen]
+            query = sa.select(Job).where(Job.job_id.in_(batch))
+            if known:
+                query = query.where(sa.or_(sa.tuple_(Job.job_id, Job.version).not_in(known),
+                                           Job.status == "queued"))
+            rows += db.session.scalars(query).all()
+            self.reads += 1
+        queued = [job.id for job in rows if job.status == "queued"]
+        if queued:
+            positions = self._positions(queued)
+        snaps = [snapshot(job, positions.get(job.id)) for job in rows]
+        return [snap for snap in snaps if self.seen.get(snap["job_id"]) != _key(snap)]
+
+    def _positions(self, ids):
+        """Queue places of these queued jobs, in one read: ahead of a job are the queued ones
+        with a smaller id."""
+        ahead = sa.alias(Job.__table__)
+        count = (sa.select(sa.func.count()).select_from(ahead)
+                 .where(ahead.c.status == "queued", ahead.c.id < Job.id).scalar_subquery())
+        self.reads += 1
+        result = db.session.execute(sa.select(Job.id, count).where(Job.id.in_(ids)))
+        return {pk: ahead_count + 1 for pk, ahead_count in result}
+
+    def _fan_out(self, snap):
+        self.seen[snap["job_id"]] = _key(snap)
+        for sub in list(self.subscribers.get(snap["job_id"], ())):
+            sub.offer(snap)
+
+
+def _key(snap):
+    return snap["version"], snap.get("queue_position")
+
+
+def ended(snap):
+    return snap["status"] in ENDED
+
+
+def init_app(app):
+    app.extensions["livegen.watcher"] = Watcher(app, app.config["SSE_POLL_INTERVAL"])
+
+
+def get(app):
+    return app.extensions["livegen.watcher"]
