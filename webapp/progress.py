@@ -105,4 +105,5 @@ def sse_event(snap):
         "tokens_per_second", "elapsed_time", "estimated_remaining", "prompt_tokens",
         "completion_tokens", "total_tokens", "queue_position")}
     payload["timestamp"] = snap.get("timestamp")
+    payload["updated_at"] = snap.get("last_update_at")  # ms precision, for clients and benchmarks
     return "progress", payload
