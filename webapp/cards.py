@@ -1,5 +1,8 @@
-"""Template helpers for the progress card: words for phases, human durations and speeds."""
+"""Template helpers for the progress card: words for phases and states, durations, staleness."""
+from datetime import datetime, timezone
 
+ENDED = ("completed", "failed", "cancelled")
+STALLED_AFTER_MS = 10_000  # a running job whose row has not changed for this long looks stalled
 PHASE_WORDS = {
     "waiting_model": "Waiting for the model to load…",
     "thinking": "The model is thinking…",
@@ -27,12 +30,32 @@ def headline(job):
         return f"Queued — number {position} in line" if position else "Queued"
     if status == "processing":
         words = PHASE_WORDS.get(job.get("phase"), "Working…")
-        if job.get("phase") == "generating" and job.get("tokens_per_second"):
-            words += f" {job['tokens_per_second']:.1f} tok/s"
+        if job.get("phase") == "generating":
+            words += f" {job.get('tokens_per_second') or 0:.1f} tok/s"
         return words
     return {"completed": "Completed", "failed": "Failed", "cancelled": "Cancelled"}[status]
 
 
+def age_ms(job, now=None):
+    """Milliseconds since the job's row last changed."""
+    if not job.get("last_update_at"):
+        return 0
+    updated = datetime.fromisoformat(job["last_update_at"].rstrip("Z")).replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0, int((now - updated).total_seconds() * 1000))
+
+
+def stall_note(job, now=None):
+    """What to tell a person whose job has not moved for a while, or None."""
+    if job["status"] in ENDED or age_ms(job, now) < STALLED_AFTER_MS:
+        return None
+    if job["status"] == "queued":
+        if job.get("queue_position") != 1:
+            return None  # waiting behind others is not a fault
+        return "No worker has taken this job yet. Is the worker process running?"
+    return "No progress for a while: this looks stalled. It will be retried if the worker is lost."
+
+
 def register(app):
     app.jinja_env.filters["duration"] = duration
-    app.jinja_env.globals["headline"] = headline
+    app.jinja_env.globals.update(headline=headline, age_ms=age_ms, stall_note=stall_note, ENDED=ENDED)

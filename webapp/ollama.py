@@ -52,6 +52,8 @@ class Generation:
         try:
             self.response = self.session.post(self.url, json=self.body, stream=True,
                                               timeout=(CONNECT_TIMEOUT, self.read_timeout))
+            if self.closed:  # closed while connecting
+                return
             if self.response.status_code != 200:
                 raise _refusal(self.response, self.body.get("model"))
             yield from self._chunks()
@@ -60,7 +62,9 @@ class Generation:
                 return
             raise OllamaError(_describe(error, self.url, self.read_timeout), retryable=True) from error
         finally:
-            self.close()
+            self.closed = True
+            if self.response is not None:
+                self.response.close()  # in the reading thread: closing from another one races it
 
     def _chunks(self):
         for line in self.response.iter_lines(chunk_size=None):
@@ -77,18 +81,16 @@ class Generation:
                               "(no final chunk).", retryable=True)
 
     def close(self):
-        """Close the connection, which makes Ollama stop generating; wakes a blocked read."""
+        """Stop the generation from any thread: shutting the socket down ends the reader's
+        blocked read, and the closed connection makes Ollama stop generating too."""
         self.closed = True
-        response, self.response = self.response, None
-        if response is None:
-            return
-        sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+        raw = getattr(self.response, "raw", None)
+        sock = getattr(getattr(raw, "_connection", None), "sock", None)
         if sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)  # a read blocked in another thread returns now
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        response.close()
 
 
 def _describe(error, url, read_timeout):
@@ -101,3 +103,13 @@ def _describe(error, url, read_timeout):
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
         return "The connection to Ollama was cut in the middle of the generation."
     return f"Talking to Ollama failed: {error}"
+
+
+def list_models(base_url, timeout=1.0):
+    """Names of the models Ollama has (GET /api/tags), or [] when it does not answer in time."""
+    try:
+        response = requests.get(base_url.rstrip("/") + "/api/tags", timeout=timeout)
+        response.raise_for_status()
+        return sorted(model["name"] for model in response.json().get("models", []))
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return []

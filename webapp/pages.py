@@ -1,18 +1,43 @@
-"""The HTML pages: the prompt form, one job's page, and the progress card that htmx polls."""
-from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+"""The HTML pages: the prompt form, one job's page, the card htmx polls, and the cards' SSE stream."""
+import time
 
-from webapp import csrf, jobs
+from flask import (Blueprint, abort, current_app, redirect, render_template, request,
+                   stream_with_context, url_for)
+
+from webapp import csrf, jobs, ollama, sse, stream
 from webapp.snapshots import snapshot_of
 from webapp.validation import InvalidInput, generation_request
 
 bp = Blueprint("pages", __name__)
 STOP_POLLING = 286  # htmx 2: "stop polling"; the final card also carries no trigger
+HTML_PING_AFTER = 2.5  # the page treats SSE as alive while something arrives at least this often
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_models = {"at": 0.0, "names": []}
+
+
+@bp.after_app_request
+def security_headers(response):
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def model_names():
+    """Ollama's models for the form's suggestions, asked at most once a minute."""
+    if time.monotonic() - _models["at"] > 60:
+        _models.update(at=time.monotonic(), names=ollama.list_models(current_app.config["OLLAMA_URL"]))
+    return _models["names"]
+
+
+def recent_cards():
+    return [snapshot_of(job) for job in jobs.recent(10)]
 
 
 @bp.get("/")
 def index():
-    cards = [snapshot_of(job) for job in jobs.recent(10)]
-    return render_template("index.html", cards=cards, error=None, form={})
+    return render_template("index.html", cards=recent_cards(), error=None, form={}, models=model_names())
 
 
 @bp.post("/jobs")
@@ -22,9 +47,12 @@ def create():
     try:
         fields = generation_request(_as_request(form), current_app.config["DEFAULT_MODEL"])
     except InvalidInput as error:
-        cards = [snapshot_of(job) for job in jobs.recent(10)]
-        return render_template("index.html", cards=cards, error=str(error), form=form), 400
+        page = render_template("index.html", cards=recent_cards(), error=str(error), form=form,
+                               models=model_names())
+        return page, 400, {"HX-Retarget": "body", "HX-Reswap": "innerHTML"}
     job = jobs.enqueue(**fields)
+    if request.headers.get("HX-Request"):
+        return render_template("_live.html", cards=recent_cards())
     return redirect(url_for("pages.job", job_id=job.job_id), 303)
 
 
@@ -57,6 +85,11 @@ def card(job_id):
     return render_template("_card.html", job=snap), status
 
 
+@bp.get("/jobs/<job_id>/result")
+def result(job_id):
+    return render_template("_result.html", job=_snapshot_or_404(job_id))
+
+
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id):
     csrf.check()
@@ -65,5 +98,23 @@ def cancel(job_id):
         abort(404, "There is no job with this id.")
     jobs.request_cancel(job)
     if request.headers.get("HX-Request"):
-        return card(job_id)
+        return render_template("_card.html", job=snapshot_of(jobs.get(job_id)))
     return redirect(url_for("pages.job", job_id=job_id), 303)
+
+
+@bp.get("/jobs/stream", endpoint="stream")
+def stream_cards():
+    """`?jobs=a,b`: the cards of these jobs as HTML fragments over one connection, one event name
+    per job (`job-<id>`), rendered by the same template as a poll."""
+    job_ids = [j for j in request.args.get("jobs", "").split(",") if j][:stream.MAX_JOBS]
+    snaps = [snap for snap in stream.read_snapshots(dict.fromkeys(job_ids)).values() if snap]
+    if not snaps:
+        abort(404, "None of these jobs exist.")
+    app = current_app._get_current_object()
+
+    def render(snap):
+        return sse.html_event(f"job-{snap['job_id']}", render_template("_card.html", job=snap),
+                              snap["version"])
+
+    events = stream.stream(app, snaps, snaps, render, lambda last: sse.ping(), HTML_PING_AFTER)
+    return stream.event_stream(stream_with_context(events))

@@ -15,6 +15,13 @@ def event(name, data, event_id=None):
     return f"{head}event: {name}\ndata: {body}\n\n"
 
 
+def html_event(name, html, event_id=None):
+    """An event whose data is an HTML fragment: one `data:` line per line of markup."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    lines = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
+    return f"{head}event: {name}\n{lines}\n"
+
+
 def ping(event_id=None):
     # A real event, not a `:` comment: some proxies drop comments, and pages never see them.
     return event("ping", {}, event_id)

@@ -69,9 +69,10 @@ def _json_event_of_job(snap):
     return sse.event(name, {"job_id": snap["job_id"], **data}, f"{snap['job_id']}.{snap['version']}")
 
 
-def stream(app, first, snaps, render, ping, clock=time.monotonic):
+def stream(app, first, snaps, render, ping, ping_after=PING_AFTER, clock=time.monotonic):
     """`retry:`, the `first` snapshots at once, then each change of the live jobs among `snaps`
-    until they have all ended, `SSE_MAX_DURATION` passes, or the process shuts down."""
+    until they have all ended, `SSE_MAX_DURATION` passes, or the process shuts down. A `ping`
+    goes out after `ping_after` s without an event."""
     yield sse.retry()
     for snap in first:
         yield render(snap)
@@ -81,12 +82,12 @@ def stream(app, first, snaps, render, ping, clock=time.monotonic):
     watcher = watch.get(app)
     sub = watcher.subscribe(list(live.values()))
     try:
-        yield from _follow(sub, live, render, ping, app.config["SSE_MAX_DURATION"], clock)
+        yield from _follow(sub, live, render, ping, app.config["SSE_MAX_DURATION"], ping_after, clock)
     finally:
         watcher.unsubscribe(sub)
 
 
-def _follow(sub, live, render, ping, max_duration, clock):
+def _follow(sub, live, render, ping, max_duration, ping_after, clock):
     started = last_sent = clock()
     last = next(iter(live.values()))
     while live:
@@ -96,7 +97,7 @@ def _follow(sub, live, render, ping, max_duration, clock):
                                         "stream lasted SSE_MAX_DURATION; reconnect to go on"},
                             last["version"] if len(live) == 1 else None)
             return
-        snaps = sub.take(max(0.0, min(PING_AFTER - (now - last_sent), max_duration - (now - started))))
+        snaps = sub.take(max(0.0, min(ping_after - (now - last_sent), max_duration - (now - started))))
         if sub.closed:
             yield sse.retry()  # shutting down: reconnect (to another process) soon
             return
@@ -105,6 +106,6 @@ def _follow(sub, live, render, ping, max_duration, clock):
             last, last_sent = snap, clock()
             if watch.ended(snap):
                 live.pop(snap["job_id"], None)
-        if live and clock() - last_sent >= PING_AFTER:
+        if live and clock() - last_sent >= ping_after:
             yield ping(last)
             last_sent = clock()

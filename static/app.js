@@ -1,0 +1,95 @@
+// livegen page behaviour: polling is the floor, SSE the upgrade, and time ticks smoothly.
+// No inline script anywhere (the Content-Security-Policy forbids it); htmx does the swapping.
+(function () {
+  "use strict";
+  var SSE_FRESH_MS = 4000;     // polling pauses while an SSE message came this recently
+  var STALLED_AFTER_MS = 10000;
+  var lastSse = 0;             // when the last SSE message (any event, pings too) arrived
+  var pollFailures = 0;
+
+  function now() { return Date.now(); }
+
+  // --- SSE freshness: every message, pings included, proves the stream is alive -------------
+  document.addEventListener("htmx:sseOpen", function (evt) {
+    evt.detail.source.addEventListener("ping", function () { lastSse = now(); });
+  });
+  document.addEventListener("htmx:sseBeforeMessage", function () { lastSse = now(); });
+
+  // --- polling: paused while SSE is fresh; after failures it backs off instead of stopping ----
+  var nextPollAt = 0;
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail.elt;
+    if (!elt.classList || !elt.classList.contains("card") || evt.detail.requestConfig.verb !== "get") return;
+    if (now() - lastSse < SSE_FRESH_MS || now() < nextPollAt) evt.preventDefault();
+  });
+  function pollFailed(evt) {
+    var elt = evt.detail.elt;
+    if (!elt.classList || !elt.classList.contains("card")) return;
+    pollFailures += 1;
+    nextPollAt = now() + Math.min(30000, 500 * Math.pow(2, pollFailures));
+  }
+  document.addEventListener("htmx:responseError", pollFailed);
+  document.addEventListener("htmx:sendError", pollFailed);
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    if (!evt.detail.successful) return;
+    pollFailures = 0;
+    nextPollAt = 0;
+    var form = evt.detail.elt;
+    if (form.matches && form.matches("form.compose-form")) form.reset();  // ready for the next prompt
+  });
+
+  // --- after every swap: remember the server's figures, announce status changes -------------
+  var known = {};  // job id -> "status/phase" last announced
+  function adopt(card) {
+    card.dataset.receivedAt = String(now());
+    var key = card.dataset.status + "/" + card.dataset.phase;
+    var job = card.dataset.job;
+    if (known[job] !== undefined && known[job] !== key) {
+      var headline = card.querySelector(".headline");
+      document.getElementById("announcer").textContent = headline ? headline.textContent.trim() : key;
+      if (["completed", "failed", "cancelled"].indexOf(card.dataset.status) >= 0) {
+        htmx.trigger(document.body, "jobEnded", { job: job });
+      }
+    }
+    known[job] = key;
+  }
+  function adoptAll(root) {
+    var cards = root.querySelectorAll ? root.querySelectorAll(".card[data-job]") : [];
+    if (root.matches && root.matches(".card[data-job]")) adopt(root);
+    Array.prototype.forEach.call(cards, adopt);
+  }
+  document.addEventListener("htmx:load", function (evt) { adoptAll(evt.detail.elt); });
+  document.addEventListener("DOMContentLoaded", function () { adoptAll(document); });
+
+  // --- smooth time: elapsed ticks every 100 ms, corrected by each update ---------------------
+  function fmt(ms) {
+    var s = ms / 1000;
+    if (s < 60) return s.toFixed(1) + " s";
+    var m = Math.floor(s / 60), r = Math.floor(s % 60);
+    return m + " min " + (r < 10 ? "0" : "") + r + " s";
+  }
+  setInterval(function () {
+    var cards = document.querySelectorAll('.card[data-status="processing"], .card[data-status="queued"]');
+    Array.prototype.forEach.call(cards, function (card) {
+      var since = now() - Number(card.dataset.receivedAt || now());
+      if (card.dataset.status === "processing") {
+        var out = card.querySelector(".elapsed");
+        if (out) out.textContent = fmt(Number(card.dataset.elapsed) + since);
+      }
+      var stalled = card.querySelector(".stalled");
+      var quiet = Number(card.dataset.age) + since >= STALLED_AFTER_MS;
+      if (stalled && card.dataset.status === "processing") stalled.hidden = !quiet;
+    });
+  }, 100);
+
+  // --- copy to clipboard ------------------------------------------------------------------
+  document.addEventListener("click", function (evt) {
+    var button = evt.target.closest && evt.target.closest("[data-copy]");
+    if (!button) return;
+    var text = document.getElementById(button.dataset.copy).textContent;
+    navigator.clipboard.writeText(text).then(function () {
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+    });
+  });
+})();
