@@ -65,7 +65,7 @@ def test_idle_stream_pings_every_15_seconds_then_times_out():
     snap = {"job_id": "j", "status": "queued", "version": 3, "queue_position": 1}
     sub = IdleSubscription(clock, snap)
     frames = list(stream._follow(sub, {"j": snap}, stream._json_event, lambda last: sse.ping(3),
-                                 max_duration=40.0, clock=clock))
+                                 max_duration=40.0, ping_after=stream.PING_AFTER, clock=clock))
     assert frames[:2] == [sse.ping(3), sse.ping(3)] and "event: ping" in frames[0]
     assert frames[2].startswith("id: 3\nevent: timeout\n") and len(frames) == 3
     assert clock.now == 40.0
@@ -76,7 +76,7 @@ def test_shutdown_ends_streams_with_a_retry_hint():
     snap = {"job_id": "j", "status": "processing", "version": 3, "queue_position": None}
     sub = Subscription([snap])
     sub.close()
-    frames = list(stream._follow(sub, {"j": snap}, stream._json_event, lambda last: "", 600, clock))
+    frames = list(stream._follow(sub, {"j": snap}, stream._json_event, lambda last: "", 600, 15, clock))
     assert frames == [sse.retry()]
 
 
