@@ -12,7 +12,7 @@ from webapp.worker import Worker  # noqa: E402
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = Worker(create_app())
+    worker = Worker(create_app(routes=False))
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.serve()

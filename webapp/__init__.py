@@ -13,8 +13,9 @@ from webapp.ratelimit import RateLimiter
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def create_app(config=None):
-    """Laptop defaults, then the environment, then `config` (tests)."""
+def create_app(config=None, routes=True):
+    """Laptop defaults, then the environment, then `config` (tests). The worker passes
+    `routes=False`: it needs the database, never a route."""
     app = Flask(__name__, instance_path=os.path.join(ROOT, "instance"),
                 template_folder=os.path.join(ROOT, "templates"),
                 static_folder=os.path.join(ROOT, "static"))
@@ -24,7 +25,8 @@ def create_app(config=None):
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
     os.makedirs(app.instance_path, exist_ok=True)
     register_extensions(app)
-    register_blueprints(app)
+    if routes:
+        register_blueprints(app)
     if app.config["PROXY_HOPS"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_HOPS"], x_proto=1)
     return app
