@@ -20,6 +20,19 @@ def make_app(url, **overrides):
     return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **overrides})
 
 
+DROP_ALL = "DROP TABLE IF EXISTS ai_generation_jobs, alembic_version"
+
+
+def run_sql(url, statement):
+    """One statement in its own connection, committed."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
 def migrate(url):
     """Run the real migrations (what `flask db upgrade` runs) against `url`."""
     app = make_app(url)
@@ -44,16 +57,12 @@ def mysql_url():
         if REQUIRE_MYSQL:
             pytest.fail(message + " (REQUIRE_MYSQL=1)")
         pytest.skip(message)
-    engine = sa.create_engine(MYSQL_URL)
     try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP TABLE IF EXISTS ai_generation_jobs, alembic_version"))
+        run_sql(MYSQL_URL, DROP_ALL)
     except sa.exc.OperationalError as error:
         if REQUIRE_MYSQL:
             pytest.fail(f"MySQL at {MYSQL_URL} is not reachable: {error}")
         pytest.skip(f"MySQL is not reachable: {error}")
-    finally:
-        engine.dispose()
     migrate(MYSQL_URL)
     return MYSQL_URL
 
@@ -68,10 +77,7 @@ def backend(request):
 def database_url(request, backend, tmp_path, sqlite_template):
     if backend == "mysql":
         url = request.getfixturevalue("mysql_url")
-        engine = sa.create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DELETE FROM ai_generation_jobs"))
-        engine.dispose()
+        run_sql(url, "DELETE FROM ai_generation_jobs")
         return url
     path = tmp_path / "livegen.sqlite3"
     shutil.copy(sqlite_template, path)

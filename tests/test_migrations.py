@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from conftest import make_app, migrate
+from conftest import DROP_ALL, make_app, migrate, run_sql
 from helpers import both_backends
 from webapp.extensions import db
 
@@ -21,10 +21,7 @@ def empty_url(backend, tmp_path, request):
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
     url = request.getfixturevalue("mysql_url")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS ai_generation_jobs, alembic_version"))
-    engine.dispose()
+    run_sql(url, DROP_ALL)
     return url
 
 
