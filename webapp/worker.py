@@ -32,6 +32,7 @@ class Worker:
         self.grace = app.config["SHUTDOWN_GRACE"] if grace is None else grace
         self.running = {}  # job pk -> (Run, thread)
         self.stopping = threading.Event()
+        self.wake = threading.Event()  # a slot came free, or stop() was called
         self.last_sweep = 0.0
 
     def serve(self):
@@ -41,13 +42,15 @@ class Worker:
             self._reap()
             self._maybe_sweep()
             if len(self.running) >= self.concurrency or not self._claim_one():
-                self.stopping.wait(IDLE_POLL)
+                self.wake.wait(IDLE_POLL)  # a finished job wakes us at once: no idle slot waits
+                self.wake.clear()
         self._drain()
 
     def stop(self, *_signal):
         if self.stopping.is_set():
             log.info("worker %s: already stopping (a second SIGTERM is not a kill)", self.worker_id)
         self.stopping.set()
+        self.wake.set()
 
     def _claim_one(self):
         with self.app.app_context():
@@ -71,6 +74,8 @@ class Worker:
             run.run()
         except Exception:  # a bug must not take the worker down; the lease recovers the job
             log.exception("job %s crashed", run.pk)
+        finally:
+            self.wake.set()
 
     def _reap(self):
         for pk, (_run, thread) in list(self.running.items()):

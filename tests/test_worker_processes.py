@@ -1,0 +1,383 @@
+"""`python worker.py` as real processes: exactly-once claims, SIGKILL, fencing, SIGTERM, cancel.
+
+RELIABILITY.md D.10 (a)-(e), (g). Worker subprocesses are configured only through the
+environment, as in production; their stderr goes to a file that is printed when a test fails.
+Timestamps are backdated instead of waited out, and waits poll a condition with a deadline; the
+only fixed pauses order two signals, or a signal and an insert, that have no visible effect.
+"""
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from helpers import WorkerThread, both_backends, row
+from simulator import Simulator
+from webapp import jobs
+from webapp.extensions import db
+from webapp.models import Job, utcnow
+
+API = "/api/v1/ai/generation"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MYSQL_ONLY = pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql)],
+                                     indirect=True)
+
+
+# --- worker subprocesses -------------------------------------------------------------------------
+class WorkerProcess:
+    """One `python worker.py`, configured by environment variables, stderr captured to a file."""
+
+    def __init__(self, log_path, env):
+        self.log_path = log_path
+        self.env = env
+        self.proc = None
+
+    def start(self):
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "worker.py"], cwd=REPO_ROOT, env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout=20):
+        """Until the worker has logged that it serves; returns its worker id."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log().splitlines():
+                if "jobs at once" in line:  # "worker <id>: up to N jobs at once"
+                    return line.split("worker ", 1)[1].split(": up to", 1)[0]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.02)
+        raise AssertionError(f"worker not ready in {timeout} s:\n{self.log()}")
+
+    def signal(self, signum):
+        os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker {self.pid} still running after {timeout} s:\n{self.log()}") from None
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def spawn(database_url, tmp_path):
+    """spawn(ollama_url, **settings) starts a worker process; all are killed at teardown."""
+    started = []
+
+    def start(ollama_url, **settings):
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("OLLAMA_HOST", "LIVEGEN_SIMULATOR", "DATABASE_URL")}
+        env.update({"DATABASE_URL": database_url, "OLLAMA_URL": ollama_url, "PROGRESS_INTERVAL": "0.1",
+                    "WORKER_CONCURRENCY": "2", "LEASE_SECONDS": "30", "SHUTDOWN_GRACE": "5",
+                    "MAX_ATTEMPTS": "3", "SECRET_KEY": "test-secret", "OLLAMA_READ_TIMEOUT": "60",
+                    "PYTHONUNBUFFERED": "1"})
+        env.update({key: str(value) for key, value in settings.items()})
+        worker = WorkerProcess(tmp_path / f"worker-{len(started) + 1}.log", env)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.kill()
+    for worker in started:  # shown by pytest only when the test failed
+        print(f"----- worker pid {worker.pid} (exit {worker.proc.returncode}) -----\n{worker.log()}")
+
+
+# --- database helpers ----------------------------------------------------------------------------
+def fresh(job_id):
+    """The row as committed now: end any open read first (each poll is its own transaction)."""
+    db.session.commit()
+    return row(job_id)
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_for_row(job_id, predicate, timeout, what):
+    last = []
+
+    def check():
+        last[:] = [fresh(job_id)]
+        return predicate(last[0])
+
+    try:
+        wait_until(check, timeout, what)
+    except AssertionError as error:
+        job = last[0] if last else None
+        detail = job and {k: getattr(job, k) for k in ("status", "attempts", "worker_id",
+                                                       "current_tokens", "error_message")}
+        raise AssertionError(f"{error}; last row: {detail}") from None
+    return last[0]
+
+
+def streaming(job):
+    return job.status == "processing" and job.current_tokens > 0
+
+
+def backdate_lease(pk, seconds=60):
+    db.session.execute(sa.update(Job).where(Job.id == pk)
+                       .values(lease_until=utcnow() - timedelta(seconds=seconds)))
+    db.session.commit()
+
+
+def enqueue(prompt, **options):
+    return jobs.enqueue(prompt=prompt, model="llama3.2", options=options)
+
+
+# --- (a) N jobs x K claimers: exactly once ----------------------------------------------------------
+@MYSQL_ONLY
+def test_200_jobs_over_3_worker_processes_each_run_exactly_once(app, sim, spawn):
+    workers = [spawn(sim.url, WORKER_CONCURRENCY=4) for _ in range(3)]
+    worker_ids = {w.wait_ready() for w in workers}
+    assert len(worker_ids) == 3
+    prompts = [f"Job number {n}: tell me something about the number {n}" for n in range(200)]
+    created = {jobs.enqueue(prompt=p, model="llama3.2", options={"num_predict": 20}).job_id: p
+               for p in prompts}
+
+    # While they run, note which workers hold jobs: the load must really be shared.
+    seen_workers = set()
+    holders = sa.select(Job.worker_id).where(Job.worker_id.is_not(None)).distinct()
+    unfinished = sa.select(sa.func.count()).select_from(Job).where(Job.status != "completed")
+
+    def all_done():
+        db.session.commit()
+        seen_workers.update(db.session.scalars(holders))
+        return db.session.execute(unfinished).scalar_one() == 0
+
+    wait_until(all_done, 45, "200 jobs to complete", interval=0.01)
+
+    records = sim.requests
+    logs = "\n".join(w.log() for w in workers)
+    assert len(records) == 200, f"{len(records)} generate requests for 200 jobs"
+    by_prompt = {}
+    for record in records:
+        by_prompt.setdefault(record.body["prompt"], []).append(record)
+    assert sorted(by_prompt) == sorted(prompts)
+    assert all(len(rs) == 1 for rs in by_prompt.values())
+    db.session.commit()
+    rows = db.session.scalars(sa.select(Job)).all()
+    assert len(rows) == 200
+    for job in rows:
+        record = by_prompt[created[job.job_id]][0]
+        assert (job.status, job.attempts, job.worker_id) == ("completed", 1, None), job
+        assert record.final is not None and not record.client_closed
+        assert job.result == record.text and job.completion_tokens == 20
+    # Every worker was up before the jobs existed and polls twice a second: all of them claim.
+    assert seen_workers == worker_ids, f"only {seen_workers} of {worker_ids} ever held a job"
+    for bad in ("recovered", "taken from this worker", "crashed", "Traceback"):
+        assert bad not in logs
+
+
+# --- (b) SIGKILL mid-job: the lease brings it back, attempt 2 -----------------------------------
+@both_backends
+def test_sigkilled_worker_job_is_retaken_after_its_lease_with_attempt_2(app, spawn):
+    with Simulator(tokens_per_second=20.0, jitter=0.1) as sim2:
+        job = enqueue("A long story about a lighthouse keeper", num_predict=200)
+        first = spawn(sim2.url)
+        first.wait_ready()
+        running = wait_for_row(job.job_id, streaming, 15, "the job to stream in worker 1")
+        assert running.attempts == 1 and running.lease_until > utcnow() + timedelta(seconds=20)
+
+        first.signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+        dead = fresh(job.job_id)
+        assert dead.status == "processing" and dead.worker_id == running.worker_id
+        backdate_lease(job.id)  # instead of waiting 30 s for the lease to run out
+        sim2.tokens_per_second = 400.0  # the rerun need not be slow
+
+        second = spawn(sim2.url)
+        done = wait_for_row(job.job_id, lambda j: j.status not in ("queued", "processing"), 20,
+                            "the job to end in worker 2")
+        records = sim2.wait_for(lambda rs: len(rs) >= 2 and all(r.finished for r in rs), 10)
+
+    assert "recovered 1 job(s)" in second.log() and "Traceback" not in second.log()
+    assert (done.status, done.attempts, done.worker_id) == ("completed", 2, None)
+    assert len(records) == 2 and all(r.body["prompt"] == job.prompt for r in records)
+    killed, rerun = records
+    assert killed.final is None and killed.client_closed  # the dead worker's stream never ended
+    assert rerun.final is not None and done.result == rerun.text and done.completion_tokens == 200
+
+
+# --- (c) fencing: a stale worker's writes after recovery touch nothing -----------------------
+@both_backends
+def test_stale_worker_writes_after_recovery_are_rejected(app):
+    job = enqueue("Fence me", num_predict=10)
+    assert jobs.claim("w1", 30).id == job.id
+    backdate_lease(job.id)
+    assert jobs.recover_expired(3) == 1
+    taken = jobs.claim("w2", 30)
+    assert taken is not None and taken.id == job.id
+    before = fresh(job.job_id)
+    assert (before.status, before.worker_id, before.attempts) == ("processing", "w2", 2)
+    snapshot = (before.version, before.worker_id, before.result, before.status, before.current_tokens,
+                before.lease_until)
+
+    assert jobs.heartbeat(job.id, "w1", 30, current_tokens=99) is False
+    assert jobs.finish(job.id, "w1", "completed", result="stale") is False
+    assert jobs.retry_later(job.id, "w1", 0, "stale") is False
+    assert jobs.release(job.id, "w1") is False
+    after = fresh(job.job_id)
+    assert (after.version, after.worker_id, after.result, after.status, after.current_tokens,
+            after.lease_until) == snapshot
+
+    assert jobs.heartbeat(job.id, "w2", 30, current_tokens=5) is True
+    assert jobs.finish(job.id, "w2", "completed", result="fresh") is True
+    done = fresh(job.job_id)
+    assert (done.status, done.result, done.worker_id, done.attempts) == ("completed", "fresh", None, 2)
+    assert done.version == snapshot[0] + 2
+
+
+# --- (d) SIGTERM with a short grace: release, and no new claims -------------------------------
+@both_backends
+def test_sigterm_short_grace_releases_the_stalled_job_and_claims_nothing_new(app, sim, spawn):
+    sim.set_fault("stall", times=1)
+    stalled = enqueue("This one stalls", num_predict=30)
+    worker = spawn(sim.url, SHUTDOWN_GRACE=1)
+    worker.wait_ready()
+    sim.wait_for(lambda rs: rs and rs[0].tokens >= 10, 10)  # the stall starts at token 10 of 30
+    wait_for_row(stalled.job_id, streaming, 10, "the stalled job's first progress write")
+
+    worker.signal(signal.SIGTERM)
+    term_at = time.monotonic()
+    # No way to see the handler run from outside; let an in-flight loop turn end. A worker that
+    # kept claiming during its grace would still take the new job at its next 0.5 s poll.
+    time.sleep(0.2)
+    later = enqueue("Queued after SIGTERM", num_predict=5)
+    code = worker.wait(15)
+    took = time.monotonic() - term_at
+
+    assert code == 0, worker.log()
+    assert 0.9 <= took < 10, f"exited {took:.1f} s after SIGTERM with a 1 s grace"
+    released = fresh(stalled.job_id)
+    assert (released.status, released.worker_id, released.attempts) == ("queued", None, 0)
+    assert released.lease_until is None and released.current_tokens == 0
+    untouched = fresh(later.job_id)
+    assert (untouched.status, untouched.attempts, untouched.worker_id) == ("queued", 0, None)
+    assert untouched.version == 1
+    records = sim.wait_for(lambda rs: rs and rs[0].finished, 5)
+    assert len(records) == 1 and records[0].body["prompt"] == stalled.prompt
+    assert records[0].client_closed and records[0].final is None
+
+
+# --- a second SIGTERM is not a kill -----------------------------------------------------------------
+@both_backends
+def test_two_sigterms_still_let_the_running_job_finish(app, spawn):
+    with Simulator(tokens_per_second=40.0, jitter=0.1) as sim2:
+        job = enqueue("Finish me even while shutting down", num_predict=60)
+        worker = spawn(sim2.url, SHUTDOWN_GRACE=10)
+        worker.wait_ready()
+        wait_for_row(job.job_id, streaming, 10, "the job to stream")
+        worker.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        worker.signal(signal.SIGTERM)
+        code = worker.wait(15)
+        records = sim2.wait_for(lambda rs: rs and rs[0].finished, 5)
+
+    assert code == 0, worker.log()
+    assert "already stopping" in worker.log()  # the second signal did arrive
+    assert "Traceback" not in worker.log()
+    done = fresh(job.job_id)
+    record = records[0]
+    assert (done.status, done.attempts) == ("completed", 1)
+    assert record.final is not None and not record.client_closed
+    assert done.result == record.text and done.completion_tokens == 60
+
+
+# --- (g) cancel: running, and after it completed ---------------------------------------------------
+@contextlib.contextmanager
+def serving(kind, app, spawn, ollama_url):
+    """A worker for the duration: a thread in this process, or `python worker.py` (gevent)."""
+    if kind == "thread":
+        app.config["OLLAMA_URL"] = ollama_url
+        with WorkerThread(app):
+            yield None
+        return
+    worker = spawn(ollama_url)
+    worker.wait_ready()
+    yield worker
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+
+
+@both_backends
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_cancel_of_a_running_job_stops_the_stream_keeps_the_text_and_never_retries(
+        app, client, sim, spawn, kind):
+    sim.tokens_per_second = 40.0
+    job = enqueue("Cancel me halfway", num_predict=200)
+    with serving(kind, app, spawn, sim.url) as worker:
+        wait_for_row(job.job_id, streaming, 10, "the job to stream")
+        asked = time.monotonic()
+        response = client.post(f"{API}/{job.job_id}/cancel")
+        assert response.status_code == 202 and response.get_json()["cancel"] == "requested"
+        cancelled = wait_for_row(job.job_id, lambda j: j.status != "processing", 5, "the job to end")
+        took = time.monotonic() - asked
+        records = sim.wait_for(lambda rs: rs and rs[0].finished, 5)
+
+        # Never retried: a sweep leaves it alone, and the live worker takes the next job instead.
+        backdate_lease(job.id)
+        assert jobs.recover_expired(3) == 0
+        sentinel = enqueue("The next job", num_predict=5)
+        wait_for_row(sentinel.job_id, lambda j: j.status == "completed", 10, "the next job")
+
+    assert cancelled.status == "cancelled" and took < 1.0, f"{cancelled.status} after {took:.2f} s"
+    record = records[0]
+    assert record.client_closed and record.final is None  # the Ollama stream was closed
+    assert cancelled.result and record.text.startswith(cancelled.result)
+    assert 0 < cancelled.current_tokens < 200 and cancelled.worker_id is None
+    assert cancelled.attempts == 1
+    assert fresh(job.job_id).status == "cancelled"
+    assert [r.body["prompt"] for r in sim.requests] == [job.prompt, sentinel.prompt]
+    if worker is not None:  # closing the stream from the ticker greenlet must not crash it
+        assert "Traceback" not in worker.log(), worker.log()
+
+
+@both_backends
+def test_a_job_that_completed_before_the_cancel_stays_completed(app, client, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    job = enqueue("Quick one", num_predict=5)
+    with WorkerThread(app):
+        done = wait_for_row(job.job_id, lambda j: j.status == "completed", 10, "the job to complete")
+    assert jobs.request_cancel(done) is None
+    response = client.post(f"{API}/{job.job_id}/cancel")
+    assert response.status_code == 409
+    after = fresh(job.job_id)
+    assert (after.status, after.version, after.cancel_requested) == ("completed", done.version, False)
+    assert after.result == sim.requests[0].text
+
+    # The race's other side: the cancel lands after the stream ended, before the final write.
+    racing = enqueue("Racing", num_predict=5)
+    claimed = jobs.claim("w1", 30)
+    assert claimed.id == racing.id
+    assert jobs.request_cancel(claimed) == "requested"
+    assert jobs.finish(racing.id, "w1", "completed", result="all of it") is True
+    assert fresh(racing.job_id).status == "completed"
+    assert client.post(f"{API}/{racing.job_id}/cancel").status_code == 409
+
