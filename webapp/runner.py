@@ -37,7 +37,8 @@ class Run:
         self.meter = Meter(started=clock(), expected=expected)
         self.text, self.phase = [], "waiting_model"
         self.lock = threading.Lock()
-        self.wake = threading.Event()
+        self.wake = threading.Event()  # the first token, or the end: write without waiting
+        self.ticking = True
         self.stop_reason = None  # "cancelled", "lost" or "shutdown"
         self.generation = Generation(self.config["OLLAMA_URL"], self.body,
                                      read_timeout=self.config["OLLAMA_READ_TIMEOUT"])
@@ -51,8 +52,8 @@ class Run:
         except OllamaError as error:
             final = error
         finally:
+            self.ticking = False
             self.wake.set()
-            self._ticking = False
         ticker.join()
         self._finish(final)
 
@@ -73,19 +74,22 @@ class Run:
         return None  # closed by us: cancelled, lost or shut down
 
     # --- the ticker (its own thread) ----------------------------------------------------------
-    _ticking = True
-
     def _tick_loop(self):
+        """A write every PROGRESS_INTERVAL (it renews the lease, during a model load too), and
+        one at once when the first token arrives. The claim was the job's first write."""
         interval = self.config["PROGRESS_INTERVAL"]
+        extra = self.expected_fields
         with self.app.app_context():
-            first = True
-            while self._ticking:
-                self._write_progress(extra=self.expected_fields if first else {})
-                first = False
+            while True:
                 self.wake.wait(interval)
                 self.wake.clear()
+                if not self.ticking:
+                    return
+                if self._write_progress(extra):
+                    extra = {}
 
     def _write_progress(self, extra):
+        """One fenced write; False when the database did not take it."""
         with self.lock:
             fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra}
         try:
@@ -93,16 +97,17 @@ class Run:
         except SQLAlchemyError as error:
             db.session.rollback()
             log.warning("job %s: progress write skipped, database error: %s", self.pk, error)
-            return
-        if not ours and self._ticking:
+            return False
+        if not ours and self.ticking:
             self.stop_reason = "cancelled" if jobs.cancel_requested(self.pk) else "lost"
             log.info("job %s: %s; closing the Ollama stream", self.pk, self.stop_reason)
             self.abort()
+        return True
 
     def abort(self, reason=None):
         """Stop the generation (from any thread): closing the response stops Ollama too."""
         self.stop_reason = self.stop_reason or reason
-        self._ticking = False
+        self.ticking = False
         self.wake.set()
         self.generation.close()
 
