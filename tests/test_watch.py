@@ -87,3 +87,17 @@ def test_each_tick_sees_the_latest_commit(app, watcher, database_url):
         watcher.tick()
         assert [s["current_tokens"] for s in sub.take(0)] == [tokens]
     other.dispose()
+
+
+def test_a_change_is_rendered_once_for_all_its_watchers(app, watcher, monkeypatch):
+    from webapp import stream
+
+    job = start_job()
+    subs = [watcher.subscribe([snapshot_of(job)]) for _ in range(100)]
+    renders = []
+    real = stream.sse_event
+    monkeypatch.setattr(stream, "sse_event", lambda snap: renders.append(1) or real(snap))
+    jobs.heartbeat(job.id, "w1", 30, current_tokens=4)
+    watcher.tick()
+    frames = {stream._json_event(sub.take(0)[0]) for sub in subs}
+    assert len(frames) == 1 and len(renders) == 1

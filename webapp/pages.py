@@ -111,10 +111,13 @@ def stream_cards():
     if not snaps:
         abort(404, "None of these jobs exist.")
     app = current_app._get_current_object()
-
-    def render(snap):
-        return sse.html_event(f"job-{snap['job_id']}", render_template("_card.html", job=snap),
-                              snap["version"])
-
-    events = stream.stream(app, snaps, snaps, render, lambda last: sse.ping(), HTML_PING_AFTER)
+    events = stream.stream(app, snaps, snaps, _card_event, lambda last: sse.ping(), HTML_PING_AFTER)
     return stream.event_stream(stream_with_context(events))
+
+
+@stream.shared
+def _card_event(snap):
+    """One card as an event, the same for every viewer (the CSRF token travels in a header that
+    the page's htmx adds, not in the fragment), so it is rendered once per change."""
+    html = render_template("_card.html", job=snap, csrf_field=False)
+    return sse.html_event(f"job-{snap['job_id']}", html, snap["version"])

@@ -59,11 +59,24 @@ def event_stream(events):
     return Response(events, mimetype="text/event-stream", headers=HEADERS)
 
 
+def shared(render):
+    """Render a snapshot once for all its subscribers: the watcher hands each of them the same
+    dict, so the frame is kept on it (a thousand watchers cost one render, not a thousand)."""
+    def render_once(snap):
+        frames = snap.setdefault("_frames", {})
+        if render not in frames:
+            frames[render] = render(snap)
+        return frames[render]
+    return render_once
+
+
+@shared
 def _json_event(snap):
     name, data = sse_event(snap)
     return sse.event(name, data, snap["version"])
 
 
+@shared
 def _json_event_of_job(snap):
     name, data = sse_event(snap)
     return sse.event(name, {"job_id": snap["job_id"], **data}, f"{snap['job_id']}.{snap['version']}")
