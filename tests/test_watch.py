@@ -54,7 +54,6 @@ def test_unsubscribed_jobs_are_no_longer_read(app, watcher):
 def test_a_database_error_keeps_the_clients(app):
     job = start_job()
     watcher = Watcher(app, interval=0.01)
-    sub = watcher.subscribe([snapshot_of(job)])
     real_changed, calls = watcher.changed, []
 
     def flaky(job_ids):
@@ -64,6 +63,7 @@ def test_a_database_error_keeps_the_clients(app):
         return real_changed(job_ids)
 
     watcher.changed = flaky
+    sub = watcher.subscribe([snapshot_of(job)])  # starts the watcher's thread
     jobs.heartbeat(job.id, "w1", 30, current_tokens=9)
     snaps = []
     for _ in range(200):  # the watcher backs off once, then delivers
