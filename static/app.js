@@ -13,7 +13,27 @@
   document.addEventListener("htmx:sseOpen", function (evt) {
     evt.detail.source.addEventListener("ping", function () { lastSse = now(); });
   });
-  document.addEventListener("htmx:sseBeforeMessage", function () { lastSse = now(); });
+
+  // --- never take a card back: a held-back burst or a slow poll may carry an older version ----
+  function versionOf(html) {
+    var match = /data-version="(\d+)"/.exec(html || "");
+    return match ? Number(match[1]) : null;
+  }
+  function isOlder(card, html) {
+    var incoming = versionOf(html);
+    return card && card.dataset && card.dataset.version && incoming !== null &&
+      incoming < Number(card.dataset.version);
+  }
+  document.addEventListener("htmx:sseBeforeMessage", function (evt) {
+    lastSse = now();
+    if (isOlder(evt.detail.elt || evt.target, evt.detail.data)) evt.preventDefault();
+  });
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var elt = evt.detail.elt;
+    if (elt.classList && elt.classList.contains("card") && isOlder(elt, evt.detail.serverResponse)) {
+      evt.detail.shouldSwap = false;
+    }
+  });
 
   // --- polling: paused while SSE is fresh; after failures it backs off instead of stopping ----
   var nextPollAt = 0;

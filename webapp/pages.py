@@ -111,7 +111,8 @@ def stream_cards():
     if not snaps:
         abort(404, "None of these jobs exist.")
     app = current_app._get_current_object()
-    events = stream.stream(app, snaps, snaps, _card_event, lambda last: sse.ping(), HTML_PING_AFTER)
+    events = stream.stream(app, snaps, snaps, _card_event, lambda last: sse.ping(), HTML_PING_AFTER,
+                           end=sse.event("close", {}))
     return stream.event_stream(stream_with_context(events))
 
 

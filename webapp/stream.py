@@ -82,22 +82,23 @@ def _json_event_of_job(snap):
     return sse.event(name, {"job_id": snap["job_id"], **data}, f"{snap['job_id']}.{snap['version']}")
 
 
-def stream(app, first, snaps, render, ping, ping_after=PING_AFTER, clock=time.monotonic):
+def stream(app, first, snaps, render, ping, ping_after=PING_AFTER, clock=time.monotonic, end=""):
     """`retry:`, the `first` snapshots at once, then each change of the live jobs among `snaps`
-    until they have all ended, `SSE_MAX_DURATION` passes, or the process shuts down. A `ping`
-    goes out after `ping_after` s without an event."""
+    until they have all ended (then `end`), `SSE_MAX_DURATION` passes, or the process shuts
+    down. A `ping` goes out after `ping_after` s without an event."""
     yield sse.retry()
     for snap in first:
         yield render(snap)
     live = {snap["job_id"]: snap for snap in snaps if not watch.ended(snap)}
-    if not live:
-        return
-    watcher = watch.get(app)
-    sub = watcher.subscribe(list(live.values()))
-    try:
-        yield from _follow(sub, live, render, ping, app.config["SSE_MAX_DURATION"], ping_after, clock)
-    finally:
-        watcher.unsubscribe(sub)
+    if live:
+        watcher = watch.get(app)
+        sub = watcher.subscribe(list(live.values()))
+        try:
+            yield from _follow(sub, live, render, ping, app.config["SSE_MAX_DURATION"], ping_after, clock)
+        finally:
+            watcher.unsubscribe(sub)
+    if not live and end:
+        yield end
 
 
 def _follow(sub, live, render, ping, max_duration, ping_after, clock):
