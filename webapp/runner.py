@@ -76,15 +76,18 @@ class Run:
     # --- the ticker (its own thread) ----------------------------------------------------------
     def _tick_loop(self):
         """A write every PROGRESS_INTERVAL (it renews the lease, during a model load too), and
-        one at once when the first token arrives. The claim was the job's first write."""
+        one at once when the first token arrives. The claim was the job's first write. The
+        cadence counts from the start of each write, so slow writes do not stretch it."""
         interval = self.config["PROGRESS_INTERVAL"]
         extra = self.expected_fields
+        last = time.monotonic()
         with self.app.app_context():
             while True:
-                self.wake.wait(interval)
+                self.wake.wait(max(0.0, last + interval - time.monotonic()))
                 self.wake.clear()
                 if not self.ticking:
                     return
+                last = time.monotonic()
                 if self._write_progress(extra):
                     extra = {}
 
