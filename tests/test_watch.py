@@ -101,3 +101,11 @@ def test_a_change_is_rendered_once_for_all_its_watchers(app, watcher, monkeypatc
     watcher.tick()
     frames = {stream._json_event(sub.take(0)[0]) for sub in subs}
     assert len(frames) == 1 and len(renders) == 1
+
+
+def test_a_subscription_after_shutdown_is_closed_at_once(app):
+    job = start_job()
+    watcher = Watcher(app, interval=0.01)
+    watcher.shutdown()
+    sub = watcher.subscribe([snapshot_of(job)])
+    assert sub.closed and watcher.subscribers == {}

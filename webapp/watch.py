@@ -62,6 +62,9 @@ class Watcher:
     def subscribe(self, snaps):
         """Follow the jobs of these snapshots (already sent to the client)."""
         sub = Subscription(snaps)
+        if self.stopping:  # a stream that subscribes after SIGTERM ends at once too
+            sub.close()
+            return sub
         for snap in snaps:
             self.subscribers.setdefault(snap["job_id"], set()).add(sub)
             self.seen.setdefault(snap["job_id"], _key(snap))
