@@ -18,7 +18,7 @@ def start_job(worker="w1"):
 @pytest.fixture
 def watcher(app):
     watcher = Watcher(app, interval=0.01)
-    watcher.stopping = True  # no background thread: the tests tick by hand
+    watcher._ensure_running = lambda: None  # no background thread: the tests tick by hand
     return watcher
 
 
