@@ -5,8 +5,9 @@ import signal
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Open connections one worker process holds (SSE streams included).
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+# Open connections one worker process holds (SSE streams included): bench/sse_bench.py fed
+# about 6,000 streams on time per process on 2 cores; for more, raise WEB_CONCURRENCY.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "6000"))
 # PaaS routers SIGKILL 30 s after SIGTERM: streams end at once on SIGTERM (see below), requests
 # get the rest of this.
 graceful_timeout = 20

@@ -177,3 +177,15 @@ def test_html_404_for_people_json_for_api(client):
     assert page.status_code == 404 and page.mimetype == "text/html"
     assert b"no job with this id" in page.data
     assert client.get("/nowhere", headers={"Accept": "application/json"}).get_json()["success"] is False
+
+
+def test_database_unreachable_is_503_with_retry_after_not_500(tmp_path):
+    from conftest import make_app
+
+    app = make_app(f"sqlite:///{tmp_path}/missing/dir/db.sqlite3")
+    client = app.test_client()
+    api = client.get(f"{API}/abc/status")
+    assert api.status_code == 503 and api.headers["Retry-After"] == "2"
+    assert "try again" in api.get_json()["error"]
+    page = client.get("/")
+    assert page.status_code == 503 and b"try again" in page.data

@@ -109,3 +109,21 @@ def test_a_subscription_after_shutdown_is_closed_at_once(app):
     watcher.shutdown()
     sub = watcher.subscribe([snapshot_of(job)])
     assert sub.closed and watcher.subscribers == {}
+
+
+def test_simultaneous_first_subscribers_start_one_loop(app):
+    import threading
+
+    job = start_job()
+    watcher = Watcher(app, interval=0.05)
+    loops = []
+    watcher._loop = lambda: loops.append(threading.current_thread())  # count, don't run
+    snap = snapshot_of(job)
+    gate = threading.Barrier(20)
+    threads = [threading.Thread(target=lambda: (gate.wait(), watcher.subscribe([snap]))) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    watcher.thread.join(5)
+    assert len(loops) == 1

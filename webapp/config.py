@@ -80,6 +80,7 @@ def from_env(env, instance_path):
         "MAX_ATTEMPTS": _int(env, "MAX_ATTEMPTS", 3),
         "LEASE_SECONDS": _float(env, "LEASE_SECONDS", 30),
         "SHUTDOWN_GRACE": _float(env, "SHUTDOWN_GRACE", 20),
+        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 10),
         "OLLAMA_READ_TIMEOUT": _float(env, "OLLAMA_READ_TIMEOUT", 300),
         # A prompt may be 32,000 characters; JSON escapes can make that ~6x in bytes.
         "MAX_CONTENT_LENGTH": 1024 * 1024,

@@ -2,7 +2,11 @@
 import logging
 
 from flask import jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+
+from webapp.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ def api_error(status, message, headers=None, **extra):
 
 def handle_http(error):
     message = MESSAGES.get(error.code, error.name) if _is_default(error) else error.description
-    headers = dict(error.get_headers()) if error.code in (401, 405) else {}
+    headers = dict(error.get_headers()) if error.code in (401, 405, 503) else {}
     headers.pop("Content-Type", None)
     if wants_json():
         return api_error(error.code, message, headers)
@@ -46,6 +50,16 @@ def _is_default(error):
     return error.description == type(error).description
 
 
+def handle_database_unavailable(error):
+    """The database is down or every connection is busy: not the client's fault, and worth a
+    retry, so 503 with Retry-After instead of a 500."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+    db.session.rollback()
+    unavailable = ServiceUnavailable("The database is busy or unreachable; try again in a few seconds.",
+                                     retry_after=2)
+    return handle_http(unavailable)
+
+
 def handle_unexpected(error):
     log.exception("unhandled error on %s %s", request.method, request.path)
     return handle_http(InternalServerError("Something went wrong on our side; it has been logged."))
@@ -53,4 +67,6 @@ def handle_unexpected(error):
 
 def register(app):
     app.register_error_handler(HTTPException, handle_http)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(PoolTimeout, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

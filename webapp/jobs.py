@@ -34,10 +34,8 @@ def get(job_id):
     """The job with this public id, read fresh, or None."""
     if not isinstance(job_id, str) or len(job_id) > 64:
         return None
-    job = db.session.execute(sa.select(Job).where(Job.job_id == job_id)).scalar_one_or_none()
-    if job is not None:
-        db.session.refresh(job)
-    return job
+    query = sa.select(Job).where(Job.job_id == job_id).execution_options(populate_existing=True)
+    return db.session.execute(query).scalar_one_or_none()
 
 
 def recent(limit=20):

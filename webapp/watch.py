@@ -56,6 +56,7 @@ class Watcher:
         self.seen = {}          # job_id -> (version, queue position) last fanned out
         self.wake = threading.Event()
         self.thread = None
+        self.starting = threading.Lock()
         self.stopping = False
         self.reads = 0          # queries issued (the benchmark reads it)
 
@@ -90,9 +91,12 @@ class Watcher:
         self.wake.set()
 
     def _ensure_running(self):
-        if self.thread is None or not self.thread.is_alive():
-            self.thread = threading.Thread(target=self._loop, name="livegen-watcher", daemon=True)
-            self.thread.start()
+        # `is None`, not `is_alive()`: under gevent, start() lets other requests run before the
+        # thread is alive, and each of them would start another loop. The loop never ends.
+        with self.starting:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="livegen-watcher", daemon=True)
+                self.thread.start()
 
     def _loop(self):
         failures = 0
@@ -108,6 +112,9 @@ class Watcher:
             except SQLAlchemyError as error:
                 failures += 1
                 log.warning("watcher: database read failed (%s); clients keep their streams", error)
+            except Exception:  # the loop must outlive any bug: every stream of the process needs it
+                failures += 1
+                log.exception("watcher: tick failed")
             pause = min(MAX_BACKOFF, self.interval * 2 ** failures) if failures else self.interval
             time.sleep(max(0.0, pause - (time.monotonic() - started)))
 
