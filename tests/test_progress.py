@@ -16,8 +16,8 @@ def test_progress_module_imports_only_the_standard_library():
     assert names <= {"collections", "dataclasses", "statistics", "math"}
 
 
-@pytest.mark.parametrize(("piece", "tokens"), [("", 0), (" a", 1), (" answers", 1),
-                                                 (" the quick brown fox jumps", 4)])
+@pytest.mark.parametrize(("piece", "tokens"), [("", 0), ("\n", 1), (" a", 1), (" conversation", 1),
+                                                 (" the quick brown fox jumps", 5)])
 def test_estimate_tokens_counts_merged_chunks_as_several(piece, tokens):
     assert estimate_tokens(piece) == tokens
 
@@ -33,6 +33,13 @@ def test_percent_never_goes_backwards_nor_reaches_100():
     assert generation_percent(10, 100, previous=45.0) == 45.0
     assert generation_percent(10_000, 100) < 100
     assert generation_percent(5, 0) == 0.0
+
+
+def test_meter_count_never_passes_num_predict():
+    meter = Meter(started=0.0, expected=10, limit=10)
+    meter.add(8, 1.0)
+    meter.add(5, 2.0)
+    assert meter.tokens == 10
 
 
 def test_meter_speed_excludes_the_model_load():

@@ -57,6 +57,8 @@ def test_job_from_the_api_completes_with_the_simulators_text_and_counts(app, cli
     assert final["progress"] == 100 and final["attempts"] == 1
     live = [s for s in seen if s["status"] == "processing" and s["current_tokens"] > 0]
     assert len(live) >= 3, f"only {len(live)} progress writes seen"
+    counts = [s["current_tokens"] for s in seen]
+    assert counts == sorted(counts), "the token count went back down (the live estimate overshot)"
     percents = [s["progress"] for s in seen]
     assert percents == sorted(percents) and max(s["progress"] for s in live) < 100
     assert all(s["tokens_per_second"] > 0 for s in live[1:])

@@ -12,10 +12,13 @@ ENDED = ("completed", "failed", "cancelled")
 
 
 def estimate_tokens(piece):
-    """Rough token count of one chunk's text: chunks are not tokens (OLLAMA.md §6)."""
+    """Rough token count of one chunk's text: chunks are not tokens (OLLAMA.md §6). A chunk is
+    usually one token; a merged chunk holds several words. Counting words undercounts long words
+    a little, which is the safe side: Ollama's final eval_count replaces the estimate, and a
+    count that overshot would have to go down."""
     if not piece:
         return 0
-    return max(1, len(piece) // 6)
+    return max(1, len(piece.split()))
 
 
 def expected_tokens(num_predict, history):
@@ -40,6 +43,7 @@ class Meter:
 
     started: float                       # when the worker took the job
     expected: int                        # expected completion tokens
+    limit: int | None = None             # num_predict: the count can never pass it
     first_token_at: float | None = None
     tokens: int = 0
     percent: float = 0.0
@@ -50,6 +54,8 @@ class Meter:
         if count and self.first_token_at is None:
             self.first_token_at = now
         self.tokens += count
+        if self.limit:
+            self.tokens = min(self.tokens, self.limit)
 
     def sample(self, now):
         """Take a reading for a progress write; returns the row's live fields."""

@@ -34,7 +34,8 @@ class Run:
         expected, source = expected_tokens(num_predict, jobs.completion_history(job.model))
         self.expected_fields = {"expected_tokens": expected,
                                 "progress_is_estimate": source != "num_predict"}
-        self.meter = Meter(started=clock(), expected=expected)
+        self.meter = Meter(started=clock(), expected=expected,
+                           limit=num_predict if source == "num_predict" else None)
         self.text, self.phase = [], "waiting_model"
         self.lock = threading.Lock()
         self.wake = threading.Event()  # the first token, or the end: write without waiting
