@@ -1,6 +1,15 @@
 """gunicorn settings: gevent workers for thousands of open streams, bound to $PORT."""
+import logging
 import os
+import secrets
 import signal
+
+if not os.environ.get("SECRET_KEY"):
+    # Set in the master, so every worker process shares it (each would draw its own otherwise,
+    # and a form served by one worker would fail its CSRF check on another).
+    os.environ["SECRET_KEY"] = secrets.token_urlsafe(32)
+    logging.getLogger("gunicorn.error").warning(
+        "SECRET_KEY is not set: using a random key for this start; set SECRET_KEY.")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"

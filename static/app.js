@@ -60,8 +60,13 @@
 
   // --- after every swap: remember the server's figures, announce status changes -------------
   var known = {};  // job id -> "status/phase" last announced
+  var moved = {};  // job id -> [tokens/phase, when they last changed]: heartbeats alone are not progress
   function adopt(card) {
     card.dataset.receivedAt = String(now());
+    var progress = card.dataset.tokens + "/" + card.dataset.phase;
+    if (!moved[card.dataset.job] || moved[card.dataset.job][0] !== progress) {
+      moved[card.dataset.job] = [progress, now()];
+    }
     var key = card.dataset.status + "/" + card.dataset.phase;
     var job = card.dataset.job;
     if (known[job] !== undefined && known[job] !== key) {
@@ -96,9 +101,14 @@
         var out = card.querySelector(".elapsed");
         if (out) out.textContent = fmt(Number(card.dataset.elapsed) + since);
       }
+      // Slow is not stuck: a model that is loading may take minutes; a stream that stops does not.
       var stalled = card.querySelector(".stalled");
-      var quiet = Number(card.dataset.age) + since >= STALLED_AFTER_MS;
-      if (stalled && card.dataset.status === "processing") stalled.hidden = !quiet;
+      var streaming = card.dataset.phase === "generating" || card.dataset.phase === "thinking";
+      var last = moved[card.dataset.job];
+      if (stalled && card.dataset.status === "processing" && streaming && last &&
+          now() - last[1] >= STALLED_AFTER_MS) {
+        stalled.hidden = false;  // the next change re-renders the card, note hidden again
+      }
     });
   }, 100);
 

@@ -62,6 +62,7 @@ INVALID = [
     ({"prompt": "   "}, "prompt"),
     ({"prompt": 42}, "prompt"),
     ({"prompt": "x" * 32_001}, "prompt"),
+    ({"prompt": "lone surrogate \ud800"}, "prompt"),
     ({"prompt": "hi", "model": "no spaces allowed"}, "model"),
     ({"prompt": "hi", "model": 7}, "model"),
     ({"prompt": "hi", "model": "x" * 201}, "model"),
@@ -103,6 +104,11 @@ def test_body_that_is_not_an_object_is_400(client, body):
 def test_valid_options_are_accepted(client):
     options = {"num_predict": -1, "temperature": 0, "top_p": 0.5, "top_k": 40, "seed": 7, "stop": "\n"}
     assert create(client, {"prompt": "hi", "options": options}).status_code == 202
+
+
+def test_deeply_nested_json_is_400_not_500(client):
+    response = client.post(API, data="[" * 100_000, content_type="application/json")
+    assert response.status_code == 400 and "nested" in response.get_json()["error"]
 
 
 @both_backends

@@ -127,3 +127,15 @@ def test_simultaneous_first_subscribers_start_one_loop(app):
         thread.join()
     watcher.thread.join(5)
     assert len(loops) == 1
+
+
+def test_a_late_subscriber_still_gets_the_final_state(app, watcher):
+    job = start_job()
+    early = watcher.subscribe([snapshot_of(job)])
+    late_snapshot = snapshot_of(jobs.get(job.job_id))  # read before the job ends...
+    jobs.finish(job.id, "w1", "completed", result="done")
+    watcher.tick()                                      # ...fanned out to the early one...
+    assert early.take(0)[0]["status"] == "completed"
+    late = watcher.subscribe([late_snapshot])           # ...then the late one subscribes
+    watcher.tick()
+    assert [s["status"] for s in late.take(0)] == ["completed"] and early.take(0) == []

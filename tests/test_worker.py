@@ -191,3 +191,32 @@ def test_backoff_is_full_jitter_capped():
     assert backoff(3, rand=lambda low, high: high) == 16.0
     assert backoff(20, rand=lambda low, high: high) == 600.0
     assert backoff(3, rand=lambda low, high: low) == 0
+
+
+def test_a_cancel_flag_keeps_a_requeued_job_from_running_again(app):
+    job = enqueue()
+    claimed = jobs.claim("w1", 30)
+    jobs.request_cancel(claimed)                        # flagged while it runs...
+    jobs.retry_later(claimed.id, "w1", 0, "Ollama hiccup")  # ...and put back at the same moment
+    _make_runnable(job.id)
+    assert jobs.claim("w2", 30) is None
+    assert jobs.recover_expired(3) == 1 and row(job.job_id).status == "cancelled"
+
+
+def test_cancel_while_the_model_loads_ends_at_once(app, sim):
+    import threading
+
+    app.config["OLLAMA_URL"] = sim.url
+    sim.load_delay = 3.0
+    job = enqueue()
+    claimed = jobs.claim("w1", 30)
+    run = Run(app, claimed, "w1")
+    thread = threading.Thread(target=lambda: app.app_context().push() or run.run())
+    thread.start()
+    jobs.request_cancel(claimed)
+    started = time.monotonic()
+    while row(job.job_id).status != "cancelled" and time.monotonic() - started < 2:
+        time.sleep(0.05)
+    assert row(job.job_id).status == "cancelled", "the cancel waited for the model load"
+    assert "loading" in row(job.job_id).error_message
+    thread.join(10)

@@ -32,6 +32,8 @@ def _read_json():
         return json.loads(request.get_data()), None
     except (ValueError, UnicodeDecodeError) as error:
         return None, api_error(400, f"The body is not valid JSON: {error}.")
+    except RecursionError:
+        return None, api_error(400, "The body is nested too deeply to be a generation request.")
 
 
 def links(job_id):
@@ -56,7 +58,7 @@ def create():
     except InvalidInput as error:
         return api_error(400, str(error), field=error.field)
     job = jobs.enqueue(**fields)
-    response = jsonify(success=True, job_id=job.job_id, status=job.status, links=links(job.job_id))
+    response = jsonify(success=True, job_id=job.job_id, status="queued", links=links(job.job_id))
     response.status_code = 202
     response.headers["Location"] = url_for("api.status", job_id=job.job_id)
     return response

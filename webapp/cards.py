@@ -1,7 +1,7 @@
 """Template helpers for the progress card: words for phases and states, durations, staleness."""
 from datetime import datetime, timezone
 
-ENDED = ("completed", "failed", "cancelled")
+from webapp.models import ENDED
 STALLED_AFTER_MS = 10_000  # a running job whose row has not changed for this long looks stalled
 PHASE_WORDS = {
     "waiting_model": "Waiting for the model to load…",
@@ -58,4 +58,4 @@ def stall_note(job, now=None):
 
 def register(app):
     app.jinja_env.filters["duration"] = duration
-    app.jinja_env.globals.update(headline=headline, age_ms=age_ms, stall_note=stall_note, ENDED=ENDED)
+    app.jinja_env.globals.update(headline=headline, stall_note=stall_note, ENDED=ENDED)

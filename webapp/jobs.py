@@ -6,9 +6,6 @@ import sqlalchemy as sa
 from webapp.extensions import db
 from webapp.models import Job, utcnow
 
-ACTIVE = ("queued", "processing")
-
-
 def _bump(**values):
     """Every write changes `version` (the change counter and SSE id) and `last_update_at`."""
     return {"version": Job.version + 1, "last_update_at": utcnow(), **values}
@@ -62,7 +59,8 @@ def completion_history(model, limit=20):
 def claim(worker_id, lease_seconds):
     """Take the oldest runnable queued job for `worker_id`, or None. Safe under many claimers."""
     now = utcnow()
-    candidates = (sa.select(Job.id).where(Job.status == "queued", Job.run_after <= now)
+    candidates = (sa.select(Job.id)
+                  .where(Job.status == "queued", Job.run_after <= now, Job.cancel_requested.is_(False))
                   .order_by(Job.id).limit(1))
     if db.engine.dialect.name in ("mysql", "mariadb"):
         # Row locks: concurrent claimers skip each other's candidate instead of waiting on it.
@@ -101,18 +99,21 @@ def finish(job_pk, worker_id, status, **fields):
                    worker_id=None, lease_until=None, **fields) == 1
 
 
+# A job back in the queue starts its progress over (and says why it is there).
+REQUEUED = {"status": "queued", "phase": None, "worker_id": None, "lease_until": None,
+            "current_tokens": 0, "progress_percentage": 0.0, "tokens_per_second": 0.0,
+            "estimated_time_remaining": None}
+
+
 def retry_later(job_pk, worker_id, delay_seconds, message):
     """Back to the queue after `delay_seconds`, keeping the reason for people to see."""
-    return _update(_owned(job_pk, worker_id), status="queued", phase=None, worker_id=None,
-                   lease_until=None, error_message=message,
+    return _update(_owned(job_pk, worker_id), **REQUEUED, error_message=message,
                    run_after=utcnow() + timedelta(seconds=delay_seconds)) == 1
 
 
 def release(job_pk, worker_id):
     """Give an unfinished job back (shutdown): queued again, the attempt refunded."""
-    return _update(_owned(job_pk, worker_id), status="queued", phase=None, worker_id=None,
-                   lease_until=None, attempts=Job.attempts - 1, current_tokens=0,
-                   progress_percentage=0.0) == 1
+    return _update(_owned(job_pk, worker_id), **REQUEUED, attempts=Job.attempts - 1) == 1
 
 
 def cancel_requested(job_pk):
@@ -138,9 +139,11 @@ def recover_expired(max_attempts):
     changed = _update((*expired, Job.cancel_requested.is_(True)), status="cancelled",
                       worker_id=None, lease_until=None, phase=None, completed_at=now,
                       error_message="Cancelled.")
-    changed += _update((*expired, Job.attempts < max_attempts), status="queued", worker_id=None,
-                       lease_until=None, phase=None, run_after=now,
+    changed += _update((*expired, Job.attempts < max_attempts), **REQUEUED, run_after=now,
                        error_message="The worker running this job was lost; it was queued again.")
+    # A cancel that came while the job was being put back in the queue.
+    changed += _update((Job.status == "queued", Job.cancel_requested.is_(True)), status="cancelled",
+                       completed_at=now, error_message="Cancelled.")
     changed += _update(expired, status="failed", worker_id=None, lease_until=None, phase=None,
                        completed_at=now,
                        error_message=f"The worker was lost {max_attempts} times; giving up.")

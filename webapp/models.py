@@ -16,9 +16,7 @@ LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 PublicId = sa.String(43).with_variant(mysql.VARCHAR(43, collation="utf8mb4_bin"), "mysql", "mariadb")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
-STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
-ENDED = ("completed", "failed", "cancelled")
-PHASES = ("waiting_model", "thinking", "generating", "saving")
+ENDED = ("completed", "failed", "cancelled")  # the statuses a job never leaves
 
 
 def utcnow():
@@ -76,10 +74,6 @@ class Job(db.Model):
     started_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     completed_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     last_update_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
-
-    @property
-    def ended(self):
-        return self.status in ENDED
 
     def __repr__(self):
         return f"<Job {self.job_id} {self.status} v{self.version}>"

@@ -70,7 +70,13 @@ class Generation:
         for line in self.response.iter_lines(chunk_size=None):
             if not line:
                 continue
-            chunk = json.loads(line)
+            try:
+                chunk = json.loads(line)
+            except ValueError:
+                chunk = None
+            if not isinstance(chunk, dict):
+                raise OllamaError(f"Ollama sent a line that is not a JSON object: {line[:80]!r}",
+                                  retryable=True)
             if "error" in chunk:
                 raise OllamaError(f"Ollama stopped with an error: {chunk['error']}", retryable=True)
             yield chunk
@@ -80,9 +86,15 @@ class Generation:
             raise OllamaError("Ollama ended the stream before the generation was done "
                               "(no final chunk).", retryable=True)
 
+    @property
+    def waiting_for_headers(self):
+        return self.response is None and not self.closed
+
     def close(self):
         """Stop the generation from any thread: shutting the socket down ends the reader's
-        blocked read, and the closed connection makes Ollama stop generating too."""
+        blocked read, and the closed connection makes Ollama stop generating too. Before the
+        headers came (model load) there is no socket to shut yet: the reader closes the
+        response as soon as it has one."""
         self.closed = True
         raw = getattr(self.response, "raw", None)
         sock = getattr(getattr(raw, "_connection", None), "sock", None)

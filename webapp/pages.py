@@ -27,7 +27,8 @@ def security_headers(response):
 def model_names():
     """Ollama's models for the form's suggestions, asked at most once a minute."""
     if time.monotonic() - _models["at"] > 60:
-        _models.update(at=time.monotonic(), names=ollama.list_models(current_app.config["OLLAMA_URL"]))
+        _models["at"] = time.monotonic()  # before the call: requests meanwhile don't call too
+        _models["names"] = ollama.list_models(current_app.config["OLLAMA_URL"])
     return _models["names"]
 
 
@@ -43,13 +44,18 @@ def index():
 @bp.post("/jobs")
 def create():
     csrf.check()
+    wait = current_app.extensions["livegen.ratelimit"].hit(request.remote_addr)
+    if wait:
+        abort(429, f"Too many new jobs from this address; try again in {wait} s.")
     form = {key: request.form.get(key, "").strip() for key in ("prompt", "model", "num_predict")}
     try:
         fields = generation_request(_as_request(form), current_app.config["DEFAULT_MODEL"])
     except InvalidInput as error:
         page = render_template("index.html", cards=recent_cards(), error=str(error), form=form,
                                models=model_names())
-        return page, 400, {"HX-Retarget": "body", "HX-Reswap": "innerHTML"}
+        if request.headers.get("HX-Request"):  # htmx swaps 2xx only: show the form with its error
+            return page, 200, {"HX-Retarget": "body", "HX-Reswap": "innerHTML"}
+        return page, 400
     job = jobs.enqueue(**fields)
     if request.headers.get("HX-Request"):
         return render_template("_live.html", cards=recent_cards())

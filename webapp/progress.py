@@ -3,12 +3,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
 
-GENERATION_SHARE = 90.0  # generation fills 0-90 %; saving 90-100 % (as the seed did)
-SAVING_PERCENT = 95.0
+GENERATION_SHARE = 90.0  # generation fills 0-90 %; only completion shows 100 %
 FALLBACK_EXPECTED_TOKENS = 300  # used when neither num_predict nor history says more
 SPEED_WINDOW_SECONDS = 5.0
 HISTORY_SIZE = 20
-ENDED = ("completed", "failed", "cancelled")
 
 
 def estimate_tokens(piece):

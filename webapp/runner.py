@@ -98,15 +98,24 @@ class Run:
             fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra}
         try:
             ours = jobs.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"], **fields)
+            if not ours and self.ticking:
+                self._stop(jobs.cancel_requested(self.pk))
         except SQLAlchemyError as error:
             db.session.rollback()
             log.warning("job %s: progress write skipped, database error: %s", self.pk, error)
             return False
-        if not ours and self.ticking:
-            self.stop_reason = "cancelled" if jobs.cancel_requested(self.pk) else "lost"
-            log.info("job %s: %s; closing the Ollama stream", self.pk, self.stop_reason)
-            self.abort()
         return True
+
+    def _stop(self, cancelled):
+        """The job is no longer ours to run: cancelled, or taken by the sweep or another worker."""
+        self.stop_reason = "cancelled" if cancelled else "lost"
+        log.info("job %s: %s; closing the Ollama stream", self.pk, self.stop_reason)
+        loading = self.generation.waiting_for_headers
+        self.abort()
+        if cancelled and loading:
+            # Ollama sends nothing until the model is loaded, which can take minutes: say
+            # "cancelled" now; the stream is closed the moment its headers arrive.
+            self._write_final(jobs.finish, "cancelled", error_message="Cancelled while the model was loading.")
 
     def abort(self, reason=None):
         """Stop the generation (from any thread): closing the response stops Ollama too."""
@@ -118,7 +127,9 @@ class Run:
     # --- the end ---------------------------------------------------------------------------------
     def _finish(self, final):
         with self.app.app_context():
-            if self.stop_reason == "cancelled":
+            if isinstance(final, dict):  # done: a cancel or shutdown that came as it ended loses
+                self._write_final(jobs.finish, "completed", **self._completed(final))
+            elif self.stop_reason == "cancelled":
                 self._write_final(jobs.finish, "cancelled", error_message="Cancelled while generating.",
                                   **self._partial())
             elif self.stop_reason == "shutdown":
@@ -127,8 +138,6 @@ class Run:
                 log.warning("job %s was taken from this worker; dropping it", self.pk)
             elif isinstance(final, OllamaError):
                 self._failed(final)
-            elif final is not None:
-                self._write_final(jobs.finish, "completed", **self._completed(final))
 
     def _partial(self):
         with self.lock:
@@ -163,7 +172,10 @@ class Run:
         delay = 0.25
         while True:
             try:
-                return write(self.pk, self.worker_id, *args, **fields)
+                landed = write(self.pk, self.worker_id, *args, **fields)
+                if not landed:
+                    log.warning("job %s: final write found the job no longer ours", self.pk)
+                return landed
             except SQLAlchemyError as error:
                 db.session.rollback()
                 log.warning("job %s: final write failed (%s); retrying in %.1f s", self.pk, error, delay)

@@ -53,6 +53,10 @@ def _text(field, value, required):
         raise InvalidInput(field, "must not be empty")
     if len(value) > MAX_PROMPT:
         raise InvalidInput(field, f"is {len(value)} characters; the limit is {MAX_PROMPT}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\ud800) is valid JSON but not storable text
+        raise InvalidInput(field, "contains characters that are not valid Unicode") from None
     return value
 
 

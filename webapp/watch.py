@@ -5,6 +5,7 @@ import threading
 import time
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
@@ -68,7 +69,11 @@ class Watcher:
             return sub
         for snap in snaps:
             self.subscribers.setdefault(snap["job_id"], set()).add(sub)
-            self.seen.setdefault(snap["job_id"], _key(snap))
+            if self.seen.setdefault(snap["job_id"], _key(snap)) != _key(snap):
+                # This client read the row at another version than the watcher last fanned out
+                # (maybe the final one): forget it, so the next tick reads the row again; the
+                # other subscribers skip what they already have.
+                del self.seen[snap["job_id"]]
         self._ensure_running()
         self.wake.set()
         return sub
@@ -133,7 +138,7 @@ class Watcher:
         for start in range(0, len(job_ids), BATCH):
             batch = job_ids[start:start + BATCH]
             known = [(job_id, self.seen[job_id][0]) for job_id in batch if job_id in self.seen]
-            query = sa.select(Job).where(Job.job_id.in_(batch))
+            query = sa.select(Job).where(Job.job_id.in_(batch)).options(so.defer(Job.system))
             if known:
                 query = query.where(sa.or_(sa.tuple_(Job.job_id, Job.version).not_in(known),
                                            Job.status == "queued"))

@@ -1,0 +1,45 @@
+"""The HTML routes without a browser: form posts, CSRF, the card's polling contract, headers."""
+import re
+
+import pytest
+
+from webapp import jobs
+
+
+def csrf_token(client):
+    page = client.get("/").get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def test_form_post_redirects_to_the_job_page(client):
+    response = client.post("/jobs", data={"prompt": "Hello", "csrf_token": csrf_token(client)})
+    assert response.status_code == 303 and response.headers["Location"].startswith("/jobs/")
+
+
+def test_form_without_its_csrf_token_is_refused(client):
+    csrf_token(client)
+    response = client.post("/jobs", data={"prompt": "Hello"})
+    assert response.status_code == 400 and b"reload the page" in response.data
+
+
+@pytest.mark.parametrize(("htmx", "status"), [(True, 200), (False, 400)])
+def test_form_errors_are_shown_with_and_without_htmx(client, htmx, status):
+    headers = {"HX-Request": "true"} if htmx else {}
+    response = client.post("/jobs", data={"prompt": "Hi", "model": "no spaces", "csrf_token": csrf_token(client)},
+                           headers=headers)
+    assert response.status_code == status  # htmx swaps 2xx only
+    assert b"must be an Ollama model name" in response.data
+
+
+def test_card_polls_while_running_and_stops_with_286_once_ended(client):
+    job = jobs.enqueue(prompt="p", model="llama3.2")
+    running = client.get(f"/jobs/{job.job_id}/card")
+    assert running.status_code == 200 and b'hx-trigger="every 1s"' in running.data
+    jobs.request_cancel(job)
+    ended = client.get(f"/jobs/{job.job_id}/card")
+    assert ended.status_code == 286 and b"hx-trigger" not in ended.data
+
+
+def test_pages_forbid_inline_script(client):
+    policy = client.get("/").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
