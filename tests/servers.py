@@ -61,7 +61,11 @@ class Gunicorn(Process):
         super().__init__([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                          {"DATABASE_URL": database_url, "PORT": str(self.port), "WEB_CONCURRENCY": "1",
                           "RATE_LIMIT_PER_MINUTE": "0", **env})
-        self._wait_until_up()
+        try:
+            self._wait_until_up()
+        except BaseException:
+            self.stop()  # a server that never came up must not outlive the test
+            raise
 
     def _wait_until_up(self, seconds=30):
         deadline = time.monotonic() + seconds
