@@ -240,9 +240,8 @@ def test_polling_stops_once_sse_messages_arrive(web, open_page, artifacts, datab
 
 
 # --- 3. fallbacks: polling carries the page when SSE cannot -------------------------------------
-def test_fallback_when_the_stream_request_fails(web, open_page, artifacts, database_url):
-    page, net = open_page()
-    page.route("**/jobs/stream*", lambda route: route.abort())
+def complete_by_polling(page, net, web, database_url, artifacts):
+    """Run one job to its end on the job page; it must get there by polling alone."""
     with Simulator(tokens_per_second=20.0, jitter=0.1) as sim, \
             WorkerProcess(database_url, sim.url, **WORKER_ENV):
         job_id = create_job(web, num_predict=60)
@@ -253,30 +252,25 @@ def test_fallback_when_the_stream_request_fails(web, open_page, artifacts, datab
         artifacts.screenshot(page, "completed")
     assert_completed_card(card, 60)
     assert_never_went_back(page)
-    assert net.streams() and all(e["failure"] for e in net.streams()), "the stream was attempted and failed"
     polls = [e for e in net.card_polls() if e["status"] in (200, 286)]
     assert len(polls) >= 2 and polls[-1]["status"] == 286, [e["status"] for e in net.card_polls()]
     assert page.text_content("#result-text") == sim.requests[0].text
+
+
+def test_fallback_when_the_stream_request_fails(web, open_page, artifacts, database_url):
+    page, net = open_page()
+    page.route("**/jobs/stream*", lambda route: route.abort())
+    complete_by_polling(page, net, web, database_url, artifacts)
+    assert net.streams() and all(e["failure"] for e in net.streams()), "the stream was attempted and failed"
 
 
 def test_fallback_without_eventsource(web, open_page, artifacts, database_url):
     page, net = open_page()
     page.add_init_script("delete window.EventSource")
-    with Simulator(tokens_per_second=20.0, jitter=0.1) as sim, \
-            WorkerProcess(database_url, sim.url, **WORKER_ENV):
-        job_id = create_job(web, num_predict=60)
-        page.goto(f"{web.url}/jobs/{job_id}")
-        assert page.evaluate("typeof window.EventSource") == "undefined"
-        wait_for_cards(page, lambda cards: cards[0]["status"] == "processing", timeout=15)
-        artifacts.screenshot(page, "processing-polled")
-        [card] = wait_for_cards(page, all_ended(), timeout=30)
-        artifacts.screenshot(page, "completed")
-    assert_completed_card(card, 60)
-    assert_never_went_back(page)
+    page.goto(f"{web.url}/")
+    assert page.evaluate("typeof window.EventSource") == "undefined"
+    complete_by_polling(page, net, web, database_url, artifacts)
     assert not net.streams(), "no EventSource, so no stream request"
-    polls = [e for e in net.card_polls() if e["status"] in (200, 286)]
-    assert len(polls) >= 2 and polls[-1]["status"] == 286, [e["status"] for e in net.card_polls()]
-    assert page.text_content("#result-text") == sim.requests[0].text
 
 
 # `proxy_buffering on` with a chunked HTTP/1.1 upstream passes each event on at once (see

@@ -39,13 +39,23 @@ def recent(limit=20):
     return list(db.session.scalars(sa.select(Job).order_by(Job.id.desc()).limit(limit)))
 
 
-def queue_position(job):
-    """1 for the next job to be claimed; None unless queued."""
-    if job.status != "queued":
-        return None
-    ahead = sa.select(sa.func.count()).select_from(Job).where(
-        Job.status == "queued", Job.id < job.id)
-    return db.session.execute(ahead).scalar_one() + 1
+def get_many(job_ids):
+    """The jobs with these public ids that exist, read fresh, in one query."""
+    query = (sa.select(Job).where(Job.job_id.in_(list(job_ids)))
+             .execution_options(populate_existing=True))
+    return list(db.session.scalars(query))
+
+
+def queue_positions(queued_pks):
+    """{pk: place in line} for these queued jobs, in one read (1 = the next to be claimed):
+    ahead of a job are the queued ones with a smaller id."""
+    if not queued_pks:
+        return {}
+    ahead = sa.alias(Job.__table__)
+    count = (sa.select(sa.func.count()).select_from(ahead)
+             .where(ahead.c.status == "queued", ahead.c.id < Job.id).scalar_subquery())
+    result = db.session.execute(sa.select(Job.id, count).where(Job.id.in_(queued_pks)))
+    return {pk: ahead_count + 1 for pk, ahead_count in result}
 
 
 def completion_history(model, limit=20):

@@ -5,7 +5,7 @@ from flask import (Blueprint, abort, current_app, redirect, render_template, req
                    stream_with_context, url_for)
 
 from webapp import csrf, jobs, ollama, sse, stream
-from webapp.snapshots import snapshot_of
+from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.validation import InvalidInput, generation_request
 
 bp = Blueprint("pages", __name__)
@@ -33,7 +33,7 @@ def model_names():
 
 
 def recent_cards():
-    return [snapshot_of(job) for job in jobs.recent(10)]
+    return snapshots_of(jobs.recent(10))
 
 
 @bp.get("/")

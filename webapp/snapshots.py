@@ -42,6 +42,11 @@ def snapshot(job, position=None):
     return snap
 
 
+def snapshots_of(rows):
+    """Snapshots with the queue places filled in (one more read, only if any is queued)."""
+    positions = jobs.queue_positions([job.id for job in rows if job.status == "queued"])
+    return [snapshot(job, positions.get(job.id)) for job in rows]
+
+
 def snapshot_of(job):
-    """A snapshot with the queue position filled in (one COUNT for queued jobs)."""
-    return snapshot(job, jobs.queue_position(job))
+    return snapshots_of([job])[0]

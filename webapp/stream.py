@@ -9,7 +9,7 @@ from webapp import jobs, sse, watch
 from webapp.errors import api_error
 from webapp.extensions import db
 from webapp.progress import sse_event
-from webapp.snapshots import snapshot_of
+from webapp.snapshots import snapshots_of
 
 bp = Blueprint("stream", __name__, url_prefix="/api/v1/ai/generation")
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
@@ -22,7 +22,8 @@ def read_snapshots(job_ids):
     """Snapshots of these jobs (None for unknown ones), read before the first byte; the pooled
     connection goes back at once."""
     try:
-        return {job_id: (snapshot_of(job) if (job := jobs.get(job_id)) else None) for job_id in job_ids}
+        found = {snap["job_id"]: snap for snap in snapshots_of(jobs.get_many(job_ids))}
+        return {job_id: found.get(job_id) for job_id in job_ids}
     finally:
         db.session.remove()
 

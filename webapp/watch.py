@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
 from webapp.models import ENDED, Job
-from webapp.snapshots import snapshot
+from webapp.snapshots import snapshots_of
 
 log = logging.getLogger(__name__)
 BATCH = 500  # ids per query: large enough for one read per tick, small enough for any server
@@ -134,7 +134,7 @@ class Watcher:
 
     def changed(self, job_ids):
         """Snapshots of the watched jobs whose version (or place in the queue) moved."""
-        rows, positions = [], {}
+        rows = []
         for start in range(0, len(job_ids), BATCH):
             batch = job_ids[start:start + BATCH]
             known = [(job_id, self.seen[job_id][0]) for job_id in batch if job_id in self.seen]
@@ -144,21 +144,10 @@ class Watcher:
                                            Job.status == "queued"))
             rows += db.session.scalars(query).all()
             self.reads += 1
-        queued = [job.id for job in rows if job.status == "queued"]
-        if queued:
-            positions = self._positions(queued)
-        snaps = [snapshot(job, positions.get(job.id)) for job in rows]
+        # A queued job's place moves when jobs ahead are claimed, without its own row changing.
+        self.reads += any(job.status == "queued" for job in rows)
+        snaps = snapshots_of(rows)
         return [snap for snap in snaps if self.seen.get(snap["job_id"]) != _key(snap)]
-
-    def _positions(self, ids):
-        """Queue places of these queued jobs, in one read: ahead of a job are the queued ones
-        with a smaller id."""
-        ahead = sa.alias(Job.__table__)
-        count = (sa.select(sa.func.count()).select_from(ahead)
-                 .where(ahead.c.status == "queued", ahead.c.id < Job.id).scalar_subquery())
-        self.reads += 1
-        result = db.session.execute(sa.select(Job.id, count).where(Job.id.in_(ids)))
-        return {pk: ahead_count + 1 for pk, ahead_count in result}
 
     def _fan_out(self, snap):
         self.seen[snap["job_id"]] = _key(snap)
