@@ -1,8 +1,27 @@
 """gunicorn settings: gevent workers for thousands of open streams, bound to $PORT."""
 import logging
 import os
+import runpy
 import secrets
 import signal
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# The one logging shape (webapp/logs.py), read as a file: importing the `webapp` package here would
+# load Flask and SQLAlchemy in the master, before gevent patches each worker.
+_logs = runpy.run_path(os.path.join(ROOT, "webapp", "logs.py"))
+
+
+def _setting(name, default, problem):
+    value = os.environ.get(name, default)
+    message = problem(value)
+    if message:
+        raise SystemExit(f"livegen: {message}")
+    return value
+
+
+def _whole_number(name):
+    return lambda value: None if value.isdigit() else f"{name} must be a whole number, got {value!r}"
+
 
 if not os.environ.get("SECRET_KEY"):
     # Set in the master, so every worker process shares it (each would draw its own otherwise,
@@ -11,12 +30,12 @@ if not os.environ.get("SECRET_KEY"):
     logging.getLogger("gunicorn.error").warning(
         "SECRET_KEY is not set: using a random key for this start; set SECRET_KEY.")
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+bind = f"0.0.0.0:{_setting('PORT', '5000', _whole_number('PORT'))}"
 worker_class = "gevent"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = int(_setting("WEB_CONCURRENCY", "2", _whole_number("WEB_CONCURRENCY")))
 # Open connections one worker process holds (SSE streams included): bench/sse_bench.py fed
 # about 6,000 streams on time per process on 2 cores; for more, raise WEB_CONCURRENCY.
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "6000"))
+worker_connections = int(_setting("WORKER_CONNECTIONS", "6000", _whole_number("WORKER_CONNECTIONS")))
 # PaaS routers SIGKILL 30 s after SIGTERM: streams end at once on SIGTERM (see below), requests
 # get the rest of this.
 graceful_timeout = 20
@@ -26,6 +45,12 @@ timeout = 30
 control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
+logconfig_dict = _logs["dict_config"](
+    _setting("LOG_LEVEL", "INFO", lambda value: _logs["level_problem"](value.upper())).upper())
+# gunicorn refuses longer request lines and header fields itself, with a plain-text answer; its
+# limits are set above the app's (webapp/web/body.py), so the app answers first, in JSON under /api/.
+limit_request_line = 8190
+limit_request_field_size = 16380
 
 
 def post_worker_init(worker):
@@ -34,7 +59,7 @@ def post_worker_init(worker):
     stop_accepting = worker.handle_exit
 
     def handle_exit(sig, frame):
-        from webapp import watch
+        from webapp.web import watch
 
         watch.get(worker.wsgi).shutdown()
         stop_accepting(sig, frame)

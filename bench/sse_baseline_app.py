@@ -26,12 +26,14 @@ from flask import Blueprint, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from bench.sse_counters import instrument
-from webapp import create_app, sse, watch
-from webapp.errors import api_error
+from webapp import statuses
+from webapp.web import create_app, sse
+from webapp.web.errors import api_error
 from webapp.extensions import db
 from webapp.models import Job
 from webapp.snapshots import snapshot
-from webapp.stream import PING_AFTER, _json_event, event_stream, read_snapshots
+from webapp.web.live import event_stream, read_snapshots
+from webapp.web.streams import json_event as _json_event
 
 STATS = {"baseline_reads": 0, "baseline_read_errors": 0, "baseline_streams": 0, "baseline_streams_total": 0}
 
@@ -53,7 +55,7 @@ def poll_each_client(app, job_id, snap, clock=time.monotonic):
     max_duration = app.config["SSE_MAX_DURATION"]
     yield sse.retry()
     yield _json_event(snap)
-    if watch.ended(snap):
+    if snap["status"] in statuses.ENDED:
         return
     STATS["baseline_streams"] += 1
     STATS["baseline_streams_total"] += 1
@@ -79,9 +81,9 @@ def poll_each_client(app, job_id, snap, clock=time.monotonic):
             if fresh["version"] != version:
                 version, snap, last_sent = fresh["version"], fresh, clock()
                 yield _json_event(fresh)
-                if watch.ended(fresh):
+                if fresh["status"] in statuses.ENDED:
                     return
-            elif clock() - last_sent >= PING_AFTER:
+            elif clock() - last_sent >= app.config["SSE_PING_INTERVAL"]:
                 yield sse.ping(version)
                 last_sent = clock()
         yield sse.event("timeout", {"status": snap["status"], "message":

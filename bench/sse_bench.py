@@ -629,8 +629,8 @@ def measure_idle(sampler, web, window):
 
 def render_cost():
     """Microseconds to render one progress event from a fresh snapshot (the product's renderer; if
-    it caches the frame on the snapshot, as webapp.stream.shared does, that is the cost per change)."""
-    from webapp.stream import _json_event  # noqa: PLC0415 - only here, after the load phases
+    it caches the frame on the snapshot, as webapp.web.live.rendered_once does, that is the cost per change)."""
+    from webapp.web.streams import json_event as _json_event  # noqa: PLC0415 - only here, after the load phases
     snap = {"job_id": "x" * 32, "status": "processing", "phase": "generating", "progress": 45.3,
             "progress_is_estimate": False, "current_tokens": 230, "tokens_per_second": 49.47,
             "elapsed_time": 16200, "estimated_remaining": 20000, "prompt_tokens": None,

@@ -6,7 +6,7 @@
                  databases on the same server do not show up here, as they do in Com_select);
   queries        every statement it sent (SELECTs, ROLLBACKs, SETs, ...);
   connects       new database connections it opened (a pool that churns shows here);
-  watcher_reads  the product's own count of its watcher's queries (webapp/watch.py);
+  watcher_reads  the product's own count of its watcher's queries (webapp/web/watch.py);
 and the `extra` counters (the baseline's). Counting costs well under a microsecond per statement.
 """
 import os
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy.engine import Engine
 
-from webapp import watch
+from webapp.web import watch
 
 COUNTS = {"selects": 0, "queries": 0, "connects": 0}
 _query = pymysql.connections.Connection.query

@@ -1,9 +1,11 @@
 // livegen page behaviour: polling is the floor, SSE the upgrade, and time ticks smoothly.
 // No inline script anywhere (the Content-Security-Policy forbids it); htmx does the swapping.
+// Statuses and timings come from the server, in data- attributes: nothing here repeats them.
 (function () {
   "use strict";
-  var SSE_FRESH_MS = 4000;     // polling pauses while an SSE message came this recently
-  var STALLED_AFTER_MS = 10000;
+  var timing = document.documentElement.dataset;
+  var SSE_FRESH_MS = Number(timing.sseFreshMs);         // polling pauses while SSE is this fresh
+  var STALLED_AFTER_MS = Number(timing.stalledAfterMs); // a streaming job silent this long looks stalled
   var lastSse = 0;             // when the last SSE message (any event, pings too) arrived
   var pollFailures = 0;
 
@@ -15,22 +17,19 @@
   });
 
   // --- never take a card back: a held-back burst or a slow poll may carry an older version ----
-  function versionOf(html) {
-    var match = /data-version="(\d+)"/.exec(html || "");
-    return match ? Number(match[1]) : null;
-  }
-  function isOlder(card, html) {
-    var incoming = versionOf(html);
-    return card && card.dataset && card.dataset.version && incoming !== null &&
-      incoming < Number(card.dataset.version);
+  // The version comes as the SSE message's id, or as a poll's X-Job-Version header.
+  function isOlder(card, version) {
+    return card && card.dataset && card.dataset.version && version !== "" && version !== null &&
+      Number(version) < Number(card.dataset.version);
   }
   document.addEventListener("htmx:sseBeforeMessage", function (evt) {
     lastSse = now();
-    if (isOlder(evt.detail.elt || evt.target, evt.detail.data)) evt.preventDefault();
+    if (isOlder(evt.detail.elt || evt.target, evt.detail.lastEventId)) evt.preventDefault();
   });
   document.addEventListener("htmx:beforeSwap", function (evt) {
     var elt = evt.detail.elt;
-    if (elt.classList && elt.classList.contains("card") && isOlder(elt, evt.detail.serverResponse)) {
+    if (elt.classList && elt.classList.contains("card") &&
+        isOlder(elt, evt.detail.xhr.getResponseHeader("X-Job-Version"))) {
       evt.detail.shouldSwap = false;
     }
   });
@@ -72,7 +71,7 @@
     if (known[job] !== undefined && known[job] !== key) {
       var headline = card.querySelector(".headline");
       document.getElementById("announcer").textContent = headline ? headline.textContent.trim() : key;
-      if (["completed", "failed", "cancelled"].indexOf(card.dataset.status) >= 0) {
+      if (card.dataset.ended === "true") {
         htmx.trigger(document.body, "jobEnded", { job: job });
       }
     }
@@ -83,8 +82,7 @@
     if (root.matches && root.matches(".card[data-job]")) adopt(root);
     Array.prototype.forEach.call(cards, adopt);
   }
-  document.addEventListener("htmx:load", function (evt) { adoptAll(evt.detail.elt); });
-  document.addEventListener("DOMContentLoaded", function () { adoptAll(document); });
+  htmx.onLoad(adoptAll);  // the first page, then every swapped-in fragment
 
   // --- smooth time: elapsed ticks every 100 ms, corrected by each update ---------------------
   function fmt(ms) {
@@ -94,10 +92,10 @@
     return m + " min " + (r < 10 ? "0" : "") + r + " s";
   }
   setInterval(function () {
-    var cards = document.querySelectorAll('.card[data-status="processing"], .card[data-status="queued"]');
+    var cards = document.querySelectorAll('.card[data-ended="false"]');
     Array.prototype.forEach.call(cards, function (card) {
       var since = now() - Number(card.dataset.receivedAt || now());
-      if (card.dataset.status === "processing") {
+      if (card.dataset.running === "true") {
         var out = card.querySelector(".elapsed");
         if (out) out.textContent = fmt(Number(card.dataset.elapsed) + since);
       }
@@ -105,7 +103,7 @@
       var stalled = card.querySelector(".stalled");
       var streaming = card.dataset.phase === "generating" || card.dataset.phase === "thinking";
       var last = moved[card.dataset.job];
-      if (stalled && card.dataset.status === "processing" && streaming && last &&
+      if (stalled && card.dataset.running === "true" && streaming && last &&
           now() - last[1] >= STALLED_AFTER_MS) {
         stalled.hidden = false;  // the next change re-renders the card, note hidden again
       }

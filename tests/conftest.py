@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
-from webapp import create_app
+from webapp.web import create_app
 from webapp.extensions import db
 
 MYSQL_URL = os.environ.get("TEST_DATABASE_URL", "")

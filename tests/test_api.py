@@ -154,7 +154,7 @@ def test_wrong_method_is_json_405(client):
 
 
 def test_rate_limit_is_429_with_retry_after(app, client):
-    from webapp.ratelimit import RateLimiter
+    from webapp.web.ratelimit import RateLimiter
 
     app.extensions["livegen.ratelimit"] = RateLimiter(2)
     assert [create(client).status_code for _ in range(3)] == [202, 202, 429]
@@ -181,7 +181,7 @@ def test_queue_position_counts_jobs_ahead(client):
 def test_html_404_for_people_json_for_api(client):
     page = client.get("/jobs/unknown")
     assert page.status_code == 404 and page.mimetype == "text/html"
-    assert b"no job with this id" in page.data
+    assert b"No job with id" in page.data
     assert client.get("/nowhere", headers={"Accept": "application/json"}).get_json()["success"] is False
 
 

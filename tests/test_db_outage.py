@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 from conftest import make_app
 from helpers import WorkerThread, row
 from tcpproxy import TcpProxy
-from webapp import jobs
+from webapp import queue
 from webapp.extensions import db
 
 OUTAGE_SECONDS = 10
@@ -23,9 +23,9 @@ def test_database_outage_mid_generation_loses_nothing(database_url, sim, caplog)
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     app = make_app(proxied, OLLAMA_URL=sim.url, PROGRESS_INTERVAL=0.2)
     sim.tokens_per_second = 30.0
-    caplog.set_level(logging.WARNING, logger="webapp.runner")
+    caplog.set_level(logging.WARNING, logger="webapp.worker.run")
     with app.app_context():
-        job = jobs.enqueue(prompt="A long answer, please", model="llama3.2", options={"num_predict": 150})
+        job = queue.enqueue(prompt="A long answer, please", model="llama3.2", options={"num_predict": 150})
         with WorkerThread(app, concurrency=1):
             _wait(lambda: row(job.job_id).current_tokens > 0, 10, "the first progress write")
             db.session.remove()

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from webapp import jobs
+from webapp import queue
 
 
 def csrf_token(client):
@@ -32,10 +32,10 @@ def test_form_errors_are_shown_with_and_without_htmx(client, htmx, status):
 
 
 def test_card_polls_while_running_and_stops_with_286_once_ended(client):
-    job = jobs.enqueue(prompt="p", model="llama3.2")
+    job = queue.enqueue(prompt="p", model="llama3.2")
     running = client.get(f"/jobs/{job.job_id}/card")
     assert running.status_code == 200 and b'hx-trigger="every 1s"' in running.data
-    jobs.request_cancel(job)
+    queue.request_cancel(job)
     ended = client.get(f"/jobs/{job.job_id}/card")
     assert ended.status_code == 286 and b"hx-trigger" not in ended.data
 

@@ -7,8 +7,9 @@ import requests
 
 from helpers import WorkerThread, both_backends
 from servers import Gunicorn, WorkerProcess, read_events
-from webapp import jobs, sse, stream
-from webapp.watch import Subscription
+from webapp import queue
+from webapp.web import live, sse, streams
+from webapp.web.watch import Subscription
 
 API = "/api/v1/ai/generation"
 
@@ -26,8 +27,8 @@ def test_unknown_job_is_a_plain_404_not_a_stream(client):
 
 
 def test_ended_job_gets_its_final_event_at_once_then_the_stream_closes(app, client):
-    job = jobs.enqueue(prompt="hi", model="llama3.2")
-    jobs.request_cancel(job)
+    job = queue.enqueue(prompt="hi", model="llama3.2")
+    queue.request_cancel(job)
     response = client.get(f"{API}/{job.job_id}/progress", buffered=False)
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-cache, no-transform"
@@ -35,7 +36,7 @@ def test_ended_job_gets_its_final_event_at_once_then_the_stream_closes(app, clie
     assert "Content-Encoding" not in response.headers
     events = collect(response)
     assert events[0] == {"retry": str(sse.RETRY_MS)}
-    assert events[1]["event"] == "error" and events[1]["id"] == str(jobs.get(job.job_id).version)
+    assert events[1]["event"] == "error" and events[1]["id"] == str(queue.get(job.job_id).version)
     assert json.loads(events[1]["data"]) == {"status": "cancelled", "error": "Cancelled before it started."}
     assert len(events) == 2
 
@@ -64,8 +65,8 @@ def test_idle_stream_pings_every_15_seconds_then_times_out():
     clock = FakeClock()
     snap = {"job_id": "j", "status": "queued", "version": 3, "queue_position": 1}
     sub = IdleSubscription(clock, snap)
-    frames = list(stream._follow(sub, {"j": snap}, stream._json_event, lambda last: sse.ping(3),
-                                 max_duration=40.0, ping_after=stream.PING_AFTER, clock=clock))
+    frames = list(live.changes(sub, {"j": snap}, streams.json_event, lambda last: sse.ping(3),
+                               max_duration=40.0, ping_after=15.0, clock=clock))
     assert frames[:2] == [sse.ping(3), sse.ping(3)] and "event: ping" in frames[0]
     assert frames[2].startswith("id: 3\nevent: timeout\n") and len(frames) == 3
     assert clock.now == 40.0
@@ -76,7 +77,7 @@ def test_shutdown_ends_streams_with_a_retry_hint():
     snap = {"job_id": "j", "status": "processing", "version": 3, "queue_position": None}
     sub = Subscription([snap])
     sub.close()
-    frames = list(stream._follow(sub, {"j": snap}, stream._json_event, lambda last: "", 600, 15, clock))
+    frames = list(live.changes(sub, {"j": snap}, streams.json_event, lambda last: "", 600, 15, clock))
     assert frames == [sse.retry()]
 
 
@@ -87,13 +88,6 @@ def test_slow_subscriber_gets_the_newest_snapshot_not_a_backlog():
     assert [s["version"] for s in sub.take(0)] == [49]
     sub.offer({"job_id": "j", "version": 49, "queue_position": None})
     assert sub.take(0) == []
-
-
-def test_many_jobs_stream_validates_its_ids(client):
-    assert client.get(f"{API}/progress").status_code == 400
-    assert client.get(f"{API}/progress?jobs=" + ",".join(["a"] * 51)).status_code == 400
-    assert client.get(f"{API}/progress?jobs=bad$id").get_json()["field"] == "jobs"
-    assert client.get(f"{API}/progress?jobs=unknown").status_code == 404
 
 
 # --- through real gunicorn (gevent) --------------------------------------------------------------
@@ -111,31 +105,30 @@ def web(database_url):
 @both_backends
 def test_live_stream_through_gunicorn(app, web, sim):
     sim.tokens_per_second = 40.0
-    job = jobs.enqueue(prompt="Explain SSE", model="llama3.2", options={"num_predict": 100})
-    connected = time.monotonic()
+    job = queue.enqueue(prompt="Explain SSE", model="llama3.2", options={"num_predict": 100})
     response = open_stream(web, job.job_id)
     assert response.headers["Content-Type"].startswith("text/event-stream")
     events = read_events(response)
     assert next(events) == {"retry": str(sse.RETRY_MS)}
     app.config["OLLAMA_URL"] = sim.url
+    # The snapshot comes before any worker runs: it was sent at connect, not on a change.
+    assert next(events)["event"] == "progress"
     seen = []
     with WorkerThread(app, concurrency=1):
         for event in events:
-            seen.append((time.monotonic(), event))
+            seen.append(event)
             if event["event"] in ("complete", "error"):
                 break
-    assert seen[0][0] - connected < 0.2 + 0.5, "the first event did not come at once"
-    assert seen[0][1]["event"] == "progress"
-    progress = [(t, e) for t, e in seen if e["event"] == "progress"]
-    generating = [(t, json.loads(e["data"])) for t, e in progress if '"current_tokens":0,' not in e["data"]]
-    gaps = [b[0] - a[0] for a, b in zip(generating, generating[1:])]
-    assert gaps and max(gaps) < 0.7, f"gaps between progress events: {gaps}"
-    percents = [d["progress"] for _, d in generating]
-    ids = [int(e["id"]) for _, e in seen]
+    # How fast events follow the row is a benchmark's question (bench/sse_bench.py), not a test's.
+    generating = [json.loads(e["data"]) for e in seen if e["event"] == "progress"
+                  and '"current_tokens":0,' not in e["data"]]
+    assert len(generating) >= 2, "the stream did not follow the generation"
+    percents = [d["progress"] for d in generating]
+    ids = [int(e["id"]) for e in seen]
     assert percents == sorted(percents) and ids == sorted(set(ids))
-    final = json.loads(seen[-1][1]["data"])
+    final = json.loads(seen[-1]["data"])
     status = requests.get(f"{web.url}{API}/{job.job_id}/status").json()["job"]
-    assert seen[-1][1]["event"] == "complete" and final["status"] == "completed"
+    assert seen[-1]["event"] == "complete" and final["status"] == "completed"
     for key in ("total_tokens", "prompt_tokens", "completion_tokens", "elapsed_time"):
         assert final[key] == status[key]
     assert list(events) == []  # the server closed the stream
@@ -145,7 +138,7 @@ def test_live_stream_through_gunicorn(app, web, sim):
 def test_reconnects_resume_and_finish(app, web, sim):
     sim.tokens_per_second = 30.0
     app.config["OLLAMA_URL"] = sim.url
-    job = jobs.enqueue(prompt="Resume me", model="llama3.2", options={"num_predict": 60})
+    job = queue.enqueue(prompt="Resume me", model="llama3.2", options={"num_predict": 60})
     with WorkerThread(app, concurrency=1):
         first = read_events(open_stream(web, job.job_id))
         next(first)
@@ -160,12 +153,12 @@ def test_reconnects_resume_and_finish(app, web, sim):
     assert [e.get("event") for e in after] == [None, "complete"]
 
 
-def test_idle_job_gets_a_ping_within_16_seconds(web, app):
-    job = jobs.enqueue(prompt="Nobody runs me", model="llama3.2")
-    started = time.monotonic()
-    events = read_events(open_stream(web, job.job_id))
-    kinds = [next(events)["retry"], next(events)["event"], next(events)["event"]]
-    assert kinds[1:] == ["progress", "ping"] and time.monotonic() - started < 16
+def test_an_idle_job_gets_pings_at_the_configured_interval(database_url, app):
+    job = queue.enqueue(prompt="Nobody runs me", model="llama3.2")
+    with Gunicorn(database_url, SSE_PING_INTERVAL="0.5") as server:
+        events = read_events(open_stream(server, job.job_id))
+        kinds = [next(events).get("retry"), *(next(events)["event"] for _ in range(3))]
+    assert kinds == [str(sse.RETRY_MS), "progress", "ping", "ping"]
 
 
 @pytest.mark.mysql
@@ -185,7 +178,7 @@ def test_two_web_processes_and_two_workers_see_every_job(app, database_url, sim)
 
 
 def test_sigterm_ends_streams_at_once_with_a_retry_hint(database_url, app):
-    job = jobs.enqueue(prompt="Still queued", model="llama3.2")
+    job = queue.enqueue(prompt="Still queued", model="llama3.2")
     with Gunicorn(database_url) as server:
         events = read_events(open_stream(server, job.job_id))
         assert [next(events).get("retry"), next(events)["event"]] == [str(sse.RETRY_MS), "progress"]

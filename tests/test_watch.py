@@ -4,15 +4,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
 from helpers import both_backends
-from webapp import jobs
+from webapp import queue
 from webapp.snapshots import snapshot_of
-from webapp.watch import Watcher
+from webapp.web.watch import Watcher
 
 
 def start_job(worker="w1"):
-    job = jobs.enqueue(prompt="hi", model="llama3.2")
-    jobs.claim(worker, 30)
-    return jobs.get(job.job_id)
+    job = queue.enqueue(prompt="hi", model="llama3.2")
+    queue.claim(worker, 30)
+    return queue.get(job.job_id)
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_one_read_per_tick_however_many_watch(app, watcher):
     running = [start_job() for _ in range(3)]
     subs = [watcher.subscribe([snapshot_of(running[n % 3])]) for n in range(300)]
     for job in running:
-        jobs.heartbeat(job.id, "w1", 30, current_tokens=5)
+        queue.heartbeat(job.id, "w1", 30, current_tokens=5)
     watcher.tick()
     assert watcher.reads == 1
     assert all(sub.take(0)[0]["current_tokens"] == 5 for sub in subs)
@@ -35,9 +35,9 @@ def test_one_read_per_tick_however_many_watch(app, watcher):
 
 
 def test_queued_jobs_learn_their_new_place_in_line(app, watcher):
-    first, second = (jobs.enqueue(prompt=p, model="llama3.2") for p in ("a", "b"))
-    sub = watcher.subscribe([snapshot_of(jobs.get(second.job_id))])
-    jobs.claim("w1", 30)  # takes `first`; `second` moves up without its own row changing
+    first, second = (queue.enqueue(prompt=p, model="llama3.2") for p in ("a", "b"))
+    sub = watcher.subscribe([snapshot_of(queue.get(second.job_id))])
+    queue.claim("w1", 30)  # takes `first`; `second` moves up without its own row changing
     watcher.tick()
     [snap] = sub.take(0)
     assert snap["job_id"] == second.job_id and snap["queue_position"] == 1
@@ -64,7 +64,7 @@ def test_a_database_error_keeps_the_clients(app):
 
     watcher.changed = flaky
     sub = watcher.subscribe([snapshot_of(job)])  # starts the watcher's thread
-    jobs.heartbeat(job.id, "w1", 30, current_tokens=9)
+    queue.heartbeat(job.id, "w1", 30, current_tokens=9)
     snaps = []
     for _ in range(200):  # the watcher backs off once, then delivers
         snaps = sub.take(0.05)
@@ -90,16 +90,16 @@ def test_each_tick_sees_the_latest_commit(app, watcher, database_url):
 
 
 def test_a_change_is_rendered_once_for_all_its_watchers(app, watcher, monkeypatch):
-    from webapp import stream
+    from webapp.web import streams
 
     job = start_job()
     subs = [watcher.subscribe([snapshot_of(job)]) for _ in range(100)]
     renders = []
-    real = stream.sse_event
-    monkeypatch.setattr(stream, "sse_event", lambda snap: renders.append(1) or real(snap))
-    jobs.heartbeat(job.id, "w1", 30, current_tokens=4)
+    real = streams.job_event
+    monkeypatch.setattr(streams, "job_event", lambda snap: renders.append(1) or real(snap))
+    queue.heartbeat(job.id, "w1", 30, current_tokens=4)
     watcher.tick()
-    frames = {stream._json_event(sub.take(0)[0]) for sub in subs}
+    frames = {streams.json_event(sub.take(0)[0]) for sub in subs}
     assert len(frames) == 1 and len(renders) == 1
 
 
@@ -132,8 +132,8 @@ def test_simultaneous_first_subscribers_start_one_loop(app):
 def test_a_late_subscriber_still_gets_the_final_state(app, watcher):
     job = start_job()
     early = watcher.subscribe([snapshot_of(job)])
-    late_snapshot = snapshot_of(jobs.get(job.job_id))  # read before the job ends...
-    jobs.finish(job.id, "w1", "completed", result="done")
+    late_snapshot = snapshot_of(queue.get(job.job_id))  # read before the job ends...
+    queue.finish(job.id, "w1", "completed", result="done")
     watcher.tick()                                      # ...fanned out to the early one...
     assert early.take(0)[0]["status"] == "completed"
     late = watcher.subscribe([late_snapshot])           # ...then the late one subscribes

@@ -6,17 +6,17 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import WorkerThread, both_backends, row
-from webapp import jobs
+from webapp import queue
 from webapp.extensions import db
 from webapp.models import Job, utcnow
-from webapp.runner import Run, backoff
+from webapp.worker.run import Run, backoff
 
 API = "/api/v1/ai/generation"
 
 
 def run_next(app, worker_id="w1"):
     """Claim the next job and run it to its end, in this thread."""
-    job = jobs.claim(worker_id, app.config["LEASE_SECONDS"])
+    job = queue.claim(worker_id, app.config["LEASE_SECONDS"])
     assert job is not None, "nothing to claim"
     run = Run(app, job, worker_id)
     run.run()
@@ -24,7 +24,7 @@ def run_next(app, worker_id="w1"):
 
 
 def enqueue(prompt="Write a haiku", **options):
-    return jobs.enqueue(prompt=prompt, model="llama3.2", options=options)
+    return queue.enqueue(prompt=prompt, model="llama3.2", options=options)
 
 
 def watch_until_ended(client, job_id, seconds=20):
@@ -80,7 +80,7 @@ def test_expected_length_comes_from_this_models_history(app, sim):
         enqueue(num_predict=tokens)
         run_next(app)
     enqueue()
-    job = jobs.claim("w2", 30)
+    job = queue.claim("w2", 30)
     run = Run(app, job, "w2")
     assert run.expected_fields == {"expected_tokens": 40, "progress_is_estimate": True}
 
@@ -89,20 +89,20 @@ def test_thinking_chunks_show_the_phase_but_not_in_the_text(app, sim):
     app.config["OLLAMA_URL"] = sim.url
     sim.set_fault("thinking")
     enqueue()
-    job = jobs.claim("w1", 30)
+    job = queue.claim("w1", 30)
     run = Run(app, job, "w1")
     phases = []
-    original = jobs.heartbeat
+    original = queue.heartbeat
 
     def spy(*args, **fields):
         phases.append(fields.get("phase"))
         return original(*args, **fields)
 
-    jobs.heartbeat = spy
+    queue.heartbeat = spy
     try:
         run.run()
     finally:
-        jobs.heartbeat = original
+        queue.heartbeat = original
     done = row(job.job_id)
     record = sim.requests[0]
     assert done.status == "completed" and done.result == record.text
@@ -157,7 +157,7 @@ def test_transient_faults_retry_with_backoff_then_fail_naming_the_tries(app, sim
     assert first.status == "queued" and first.attempts == 1 and first.worker_id is None
     assert words in first.error_message and "attempt 2 of 2" in first.error_message
     assert first.run_after >= utcnow() - timedelta(seconds=1)
-    assert jobs.claim("w1", 30) is None or first.run_after <= utcnow()
+    assert queue.claim("w1", 30) is None or first.run_after <= utcnow()
     _make_runnable(job.id)
     second = run_next(app)
     assert second.status == "failed" and second.attempts == 2
@@ -195,12 +195,12 @@ def test_backoff_is_full_jitter_capped():
 
 def test_a_cancel_flag_keeps_a_requeued_job_from_running_again(app):
     job = enqueue()
-    claimed = jobs.claim("w1", 30)
-    jobs.request_cancel(claimed)                        # flagged while it runs...
-    jobs.retry_later(claimed.id, "w1", 0, "Ollama hiccup")  # ...and put back at the same moment
+    claimed = queue.claim("w1", 30)
+    queue.request_cancel(claimed)                        # flagged while it runs...
+    queue.retry_later(claimed.id, "w1", 0, "Ollama hiccup")  # ...and put back at the same moment
     _make_runnable(job.id)
-    assert jobs.claim("w2", 30) is None
-    assert jobs.recover_expired(3) == 1 and row(job.job_id).status == "cancelled"
+    assert queue.claim("w2", 30) is None
+    assert queue.recover_expired(3) == 1 and row(job.job_id).status == "cancelled"
 
 
 def test_cancel_while_the_model_loads_ends_at_once(app, sim):
@@ -209,11 +209,11 @@ def test_cancel_while_the_model_loads_ends_at_once(app, sim):
     app.config["OLLAMA_URL"] = sim.url
     sim.load_delay = 3.0
     job = enqueue()
-    claimed = jobs.claim("w1", 30)
+    claimed = queue.claim("w1", 30)
     run = Run(app, claimed, "w1")
     thread = threading.Thread(target=lambda: app.app_context().push() or run.run())
     thread.start()
-    jobs.request_cancel(claimed)
+    queue.request_cancel(claimed)
     started = time.monotonic()
     while row(job.job_id).status != "cancelled" and time.monotonic() - started < 2:
         time.sleep(0.05)

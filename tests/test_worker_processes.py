@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from helpers import WorkerThread, both_backends, row
 from simulator import Simulator
-from webapp import jobs
+from webapp import queue
 from webapp.extensions import db
 from webapp.models import Job, utcnow
 
@@ -148,7 +148,7 @@ def backdate_lease(pk, seconds=60):
 
 
 def enqueue(prompt, **options):
-    return jobs.enqueue(prompt=prompt, model="llama3.2", options=options)
+    return queue.enqueue(prompt=prompt, model="llama3.2", options=options)
 
 
 # --- (a) N jobs x K claimers: exactly once ----------------------------------------------------------
@@ -158,7 +158,7 @@ def test_200_jobs_over_3_worker_processes_each_run_exactly_once(app, sim, spawn)
     worker_ids = {w.wait_ready() for w in workers}
     assert len(worker_ids) == 3
     prompts = [f"Job number {n}: tell me something about the number {n}" for n in range(200)]
-    created = {jobs.enqueue(prompt=p, model="llama3.2", options={"num_predict": 20}).job_id: p
+    created = {queue.enqueue(prompt=p, model="llama3.2", options={"num_predict": 20}).job_id: p
                for p in prompts}
 
     # While they run, note which workers hold jobs: the load must really be shared.
@@ -229,26 +229,26 @@ def test_sigkilled_worker_job_is_retaken_after_its_lease_with_attempt_2(app, spa
 @both_backends
 def test_stale_worker_writes_after_recovery_are_rejected(app):
     job = enqueue("Fence me", num_predict=10)
-    assert jobs.claim("w1", 30).id == job.id
+    assert queue.claim("w1", 30).id == job.id
     backdate_lease(job.id)
-    assert jobs.recover_expired(3) == 1
-    taken = jobs.claim("w2", 30)
+    assert queue.recover_expired(3) == 1
+    taken = queue.claim("w2", 30)
     assert taken is not None and taken.id == job.id
     before = fresh(job.job_id)
     assert (before.status, before.worker_id, before.attempts) == ("processing", "w2", 2)
     snapshot = (before.version, before.worker_id, before.result, before.status, before.current_tokens,
                 before.lease_until)
 
-    assert jobs.heartbeat(job.id, "w1", 30, current_tokens=99) is False
-    assert jobs.finish(job.id, "w1", "completed", result="stale") is False
-    assert jobs.retry_later(job.id, "w1", 0, "stale") is False
-    assert jobs.release(job.id, "w1") is False
+    assert queue.heartbeat(job.id, "w1", 30, current_tokens=99) is False
+    assert queue.finish(job.id, "w1", "completed", result="stale") is False
+    assert queue.retry_later(job.id, "w1", 0, "stale") is False
+    assert queue.release(job.id, "w1") is False
     after = fresh(job.job_id)
     assert (after.version, after.worker_id, after.result, after.status, after.current_tokens,
             after.lease_until) == snapshot
 
-    assert jobs.heartbeat(job.id, "w2", 30, current_tokens=5) is True
-    assert jobs.finish(job.id, "w2", "completed", result="fresh") is True
+    assert queue.heartbeat(job.id, "w2", 30, current_tokens=5) is True
+    assert queue.finish(job.id, "w2", "completed", result="fresh") is True
     done = fresh(job.job_id)
     assert (done.status, done.result, done.worker_id, done.attempts) == ("completed", "fresh", None, 2)
     assert done.version == snapshot[0] + 2
@@ -343,7 +343,7 @@ def test_cancel_of_a_running_job_stops_the_stream_keeps_the_text_and_never_retri
 
         # Never retried: a sweep leaves it alone, and the live worker takes the next job instead.
         backdate_lease(job.id)
-        assert jobs.recover_expired(3) == 0
+        assert queue.recover_expired(3) == 0
         sentinel = enqueue("The next job", num_predict=5)
         wait_for_row(sentinel.job_id, lambda j: j.status == "completed", 10, "the next job")
 
@@ -365,7 +365,7 @@ def test_a_job_that_completed_before_the_cancel_stays_completed(app, client, sim
     job = enqueue("Quick one", num_predict=5)
     with WorkerThread(app):
         done = wait_for_row(job.job_id, lambda j: j.status == "completed", 10, "the job to complete")
-    assert jobs.request_cancel(done) is None
+    assert queue.request_cancel(done) is None
     response = client.post(f"{API}/{job.job_id}/cancel")
     assert response.status_code == 409
     after = fresh(job.job_id)
@@ -374,10 +374,10 @@ def test_a_job_that_completed_before_the_cancel_stays_completed(app, client, sim
 
     # The race's other side: the cancel lands after the stream ended, before the final write.
     racing = enqueue("Racing", num_predict=5)
-    claimed = jobs.claim("w1", 30)
+    claimed = queue.claim("w1", 30)
     assert claimed.id == racing.id
-    assert jobs.request_cancel(claimed) == "requested"
-    assert jobs.finish(racing.id, "w1", "completed", result="all of it") is True
+    assert queue.request_cancel(claimed) == "requested"
+    assert queue.finish(racing.id, "w1", "completed", result="all of it") is True
     assert fresh(racing.job_id).status == "completed"
     assert client.post(f"{API}/{racing.job_id}/cancel").status_code == 409
 

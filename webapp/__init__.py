@@ -1,45 +1,44 @@
-"""The livegen web application: `create_app` builds it from the environment (and a test mapping)."""
+"""The shared core of livegen: `create_app` builds a Flask app with settings and the database,
+and no routes. The web side (`webapp.web`) adds its routes to it; the worker uses it as it is."""
 import os
 
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as settings
 from webapp.extensions import db, migrate
-from webapp.ratelimit import RateLimiter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def create_app(config=None, routes=True):
-    """Laptop defaults, then the environment, then `config` (tests). The worker passes
-    `routes=False`: it needs the database, never a route."""
+def create_app(config=None):
+    """Laptop defaults, then the environment, then `config` (tests)."""
     app = Flask(__name__, instance_path=os.path.join(ROOT, "instance"),
                 template_folder=os.path.join(ROOT, "templates"),
                 static_folder=os.path.join(ROOT, "static"))
     app.config.from_mapping(settings.from_env(os.environ, app.instance_path))
     app.config.update(config or {})
     settings.ensure_secret_key(app.config)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"],
-                                                             app.config["DB_POOL_SIZE"])
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
     register_extensions(app)
-    if routes:
-        register_blueprints(app)
-    if app.config["PROXY_HOPS"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_HOPS"], x_proto=1)
     return app
 
 
-def engine_options(url, pool_size):
+def engine_options(config):
+    url = config["SQLALCHEMY_DATABASE_URI"]
     if url.startswith("mysql"):
         # READ COMMITTED: every statement sees the latest commit, whatever else the session did.
         # A fixed pool without overflow: queries are short, so a burst waits a few ms for a
         # connection instead of opening (and then closing) new ones, which costs far more.
+        # Timeouts: a database that stops answering with its port open must fail a request in
+        # seconds (503), not hold it for the whole outage.
+        timeouts = {"connect_timeout": config["DB_CONNECT_TIMEOUT"],
+                    "read_timeout": config["DB_READ_TIMEOUT"], "write_timeout": config["DB_WRITE_TIMEOUT"]}
         return {"isolation_level": "READ COMMITTED", "pool_pre_ping": True, "pool_recycle": 280,
-                "pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
+                "pool_size": config["DB_POOL_SIZE"], "max_overflow": 0,
+                "pool_timeout": config["DB_POOL_TIMEOUT"], "connect_args": timeouts}
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30}}
     return {"pool_pre_ping": True}
@@ -48,20 +47,6 @@ def engine_options(url, pool_size):
 def register_extensions(app):
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
-    app.extensions["livegen.ratelimit"] = RateLimiter(app.config["RATE_LIMIT_PER_MINUTE"])
-
-
-def register_blueprints(app):
-    # Imported here so that importing the package (the worker does) loads no routes.
-    from webapp import api, cards, csrf, errors, pages, stream, watch
-
-    app.register_blueprint(api.bp)
-    app.register_blueprint(stream.bp)
-    app.register_blueprint(pages.bp)
-    errors.register(app)
-    cards.register(app)
-    watch.init_app(app)
-    app.jinja_env.globals["csrf_token"] = csrf.token
 
 
 @event.listens_for(Engine, "connect")

@@ -4,6 +4,8 @@ import os
 import re
 import secrets
 
+from webapp import logs
+
 log = logging.getLogger(__name__)
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -54,12 +56,31 @@ def ensure_secret_key(config):
                     "break on every restart and differ between processes. Set SECRET_KEY.")
 
 
+class SettingError(ValueError):
+    """A setting whose value cannot be used; the message names it and what it got."""
+
+
 def _float(env, name, default):
-    return float(env.get(name, default))
+    raw = env.get(name, default)
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise SettingError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _int(env, name, default):
-    return int(env.get(name, default))
+    raw = env.get(name, default)
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise SettingError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def log_level(env):
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    if logs.level_problem(level):
+        raise SettingError(logs.level_problem(level))
+    return level
 
 
 def from_env(env, instance_path):
@@ -81,7 +102,18 @@ def from_env(env, instance_path):
         "LEASE_SECONDS": _float(env, "LEASE_SECONDS", 30),
         "SHUTDOWN_GRACE": _float(env, "SHUTDOWN_GRACE", 20),
         "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 10),
+        "DB_POOL_TIMEOUT": _float(env, "DB_POOL_TIMEOUT", 10),
+        "DB_CONNECT_TIMEOUT": _int(env, "DB_CONNECT_TIMEOUT", 5),
+        "DB_READ_TIMEOUT": _int(env, "DB_READ_TIMEOUT", 10),
+        "DB_WRITE_TIMEOUT": _int(env, "DB_WRITE_TIMEOUT", 10),
+        "SSE_PING_INTERVAL": _float(env, "SSE_PING_INTERVAL", 15),
+        "LOG_LEVEL": log_level(env),
         "OLLAMA_READ_TIMEOUT": _float(env, "OLLAMA_READ_TIMEOUT", 300),
         # A prompt may be 32,000 characters; JSON escapes can make that ~6x in bytes.
         "MAX_CONTENT_LENGTH": 1024 * 1024,
+        # Seconds a request body may stop arriving before the request is dropped (408).
+        "REQUEST_BODY_TIMEOUT": _float(env, "REQUEST_BODY_TIMEOUT", 10),
+        # Flask answers OPTIONS with an empty 200 page on every route; without CORS there is
+        # nothing to say to a preflight, so OPTIONS is a 405 like any other unknown method.
+        "PROVIDE_AUTOMATIC_OPTIONS": False,
     }

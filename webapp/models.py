@@ -6,6 +6,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.dialects import mysql
 
+from webapp import statuses
 from webapp.extensions import db
 
 # Milliseconds on MySQL too (its DATETIME drops fractions by default).
@@ -15,8 +16,6 @@ LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 # Public ids are compared byte for byte: a case-insensitive collation would match 'aB' to 'Ab'.
 PublicId = sa.String(43).with_variant(mysql.VARCHAR(43, collation="utf8mb4_bin"), "mysql", "mariadb")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
-
-ENDED = ("completed", "failed", "cancelled")  # the statuses a job never leaves
 
 
 def utcnow():
@@ -41,7 +40,7 @@ class Job(db.Model):
 
     id: so.Mapped[int] = so.mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: so.Mapped[str] = so.mapped_column(PublicId, unique=True, default=new_job_id)
-    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="queued")
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=statuses.QUEUED)
     phase: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     prompt: so.Mapped[str] = so.mapped_column(LongText)
     system: so.Mapped[str | None] = so.mapped_column(LongText)

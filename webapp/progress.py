@@ -1,4 +1,4 @@
-"""Progress arithmetic: token estimates, speed, ETA, honest percent, event payloads. Standard library only."""
+"""Progress arithmetic: token estimates, speed, ETA, honest percent. Standard library only."""
 from collections import deque
 from dataclasses import dataclass, field
 from statistics import median
@@ -94,20 +94,3 @@ def final_speed(eval_count, eval_duration_ns):
         return None
     return round(eval_count / eval_duration_ns * 1e9, 2)
 
-
-def sse_event(snap):
-    """(event name, payload) for a job snapshot, in the contract's shapes."""
-    status = snap["status"]
-    if status == "completed":
-        return "complete", {key: snap[key] for key in (
-            "status", "total_tokens", "prompt_tokens", "completion_tokens", "elapsed_time",
-            "tokens_per_second")}
-    if status in ("failed", "cancelled"):
-        return "error", {"status": status, "error": snap.get("error_message") or status}
-    payload = {key: snap.get(key) for key in (
-        "status", "phase", "progress", "progress_is_estimate", "current_tokens",
-        "tokens_per_second", "elapsed_time", "estimated_remaining", "prompt_tokens",
-        "completion_tokens", "total_tokens", "queue_position")}
-    payload["timestamp"] = snap.get("timestamp")
-    payload["updated_at"] = snap.get("last_update_at")  # ms precision, for clients and benchmarks
-    return "progress", payload

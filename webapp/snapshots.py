@@ -1,7 +1,7 @@
 """Plain-dict views of a job row: the one shape the status route, SSE and the card all read."""
 import calendar
 
-from webapp import jobs
+from webapp import queue, statuses
 
 
 def iso(moment):
@@ -15,7 +15,7 @@ def snapshot(job, position=None):
         "job_id": job.job_id,
         "status": job.status,
         "phase": job.phase,
-        "progress": 100.0 if job.status == "completed" else round(job.progress_percentage or 0, 1),
+        "progress": 100.0 if job.status == statuses.COMPLETED else round(job.progress_percentage or 0, 1),
         "progress_is_estimate": bool(job.progress_is_estimate),
         "expected_tokens": job.expected_tokens,
         "current_tokens": job.current_tokens or 0,
@@ -37,14 +37,14 @@ def snapshot(job, position=None):
         "last_update_at": iso(job.last_update_at),
         "timestamp": calendar.timegm(job.last_update_at.timetuple()) if job.last_update_at else None,
     }
-    if job.status == "completed":
+    if job.status == statuses.COMPLETED:
         snap["result"] = job.result
     return snap
 
 
 def snapshots_of(rows):
     """Snapshots with the queue places filled in (one more read, only if any is queued)."""
-    positions = jobs.queue_positions([job.id for job in rows if job.status == "queued"])
+    positions = queue.queue_positions([job.id for job in rows if job.status == statuses.QUEUED])
     return [snapshot(job, positions.get(job.id)) for job in rows]
 
 

@@ -3,8 +3,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from webapp import statuses
 from webapp.extensions import db
 from webapp.models import Job, utcnow
+
 
 def _bump(**values):
     """Every write changes `version` (the change counter and SSE id) and `last_update_at`."""
@@ -21,7 +23,7 @@ def _update(where, **values):
 
 
 def enqueue(prompt, model, system=None, options=None):
-    job = Job(prompt=prompt, model=model, system=system, options=options or {}, status="queued")
+    job = Job(prompt=prompt, model=model, system=system, options=options or {}, status=statuses.QUEUED)
     db.session.add(job)
     db.session.commit()
     return job
@@ -53,7 +55,7 @@ def queue_positions(queued_pks):
         return {}
     ahead = sa.alias(Job.__table__)
     count = (sa.select(sa.func.count()).select_from(ahead)
-             .where(ahead.c.status == "queued", ahead.c.id < Job.id).scalar_subquery())
+             .where(ahead.c.status == statuses.QUEUED, ahead.c.id < Job.id).scalar_subquery())
     result = db.session.execute(sa.select(Job.id, count).where(Job.id.in_(queued_pks)))
     return {pk: ahead_count + 1 for pk, ahead_count in result}
 
@@ -61,7 +63,7 @@ def queue_positions(queued_pks):
 def completion_history(model, limit=20):
     """Completion token counts of this model's latest completed jobs, newest first."""
     query = (sa.select(Job.completion_tokens)
-             .where(Job.model == model, Job.status == "completed", Job.completion_tokens > 0)
+             .where(Job.model == model, Job.status == statuses.COMPLETED, Job.completion_tokens > 0)
              .order_by(Job.completed_at.desc()).limit(limit))
     return list(db.session.scalars(query))
 
@@ -70,7 +72,7 @@ def claim(worker_id, lease_seconds):
     """Take the oldest runnable queued job for `worker_id`, or None. Safe under many claimers."""
     now = utcnow()
     candidates = (sa.select(Job.id)
-                  .where(Job.status == "queued", Job.run_after <= now, Job.cancel_requested.is_(False))
+                  .where(Job.status == statuses.QUEUED, Job.run_after <= now, Job.cancel_requested.is_(False))
                   .order_by(Job.id).limit(1))
     if db.engine.dialect.name in ("mysql", "mariadb"):
         # Row locks: concurrent claimers skip each other's candidate instead of waiting on it.
@@ -81,7 +83,7 @@ def claim(worker_id, lease_seconds):
             db.session.commit()
             return None
         # The conditional UPDATE is the arbiter: on SQLite, whoever changes the row won it.
-        won = _update((Job.id == job_pk, Job.status == "queued"), status="processing",
+        won = _update((Job.id == job_pk, Job.status == statuses.QUEUED), status=statuses.PROCESSING,
                       phase="waiting_model", worker_id=worker_id, attempts=Job.attempts + 1,
                       started_at=sa.func.coalesce(Job.started_at, now),
                       lease_until=now + timedelta(seconds=lease_seconds))
@@ -91,7 +93,7 @@ def claim(worker_id, lease_seconds):
 
 
 def _owned(job_pk, worker_id):
-    return (Job.id == job_pk, Job.worker_id == worker_id, Job.status == "processing")
+    return (Job.id == job_pk, Job.worker_id == worker_id, Job.status == statuses.PROCESSING)
 
 
 def heartbeat(job_pk, worker_id, lease_seconds, **fields):
@@ -110,7 +112,7 @@ def finish(job_pk, worker_id, status, **fields):
 
 
 # A job back in the queue starts its progress over (and says why it is there).
-REQUEUED = {"status": "queued", "phase": None, "worker_id": None, "lease_until": None,
+REQUEUED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_until": None,
             "current_tokens": 0, "progress_percentage": 0.0, "tokens_per_second": 0.0,
             "estimated_time_remaining": None}
 
@@ -134,10 +136,10 @@ def cancel_requested(job_pk):
 def request_cancel(job):
     """'cancelled' (a queued job, at once), 'requested' (a running job; the worker stops it),
     or None once the job has ended."""
-    if _update((Job.id == job.id, Job.status == "queued"), status="cancelled",
+    if _update((Job.id == job.id, Job.status == statuses.QUEUED), status=statuses.CANCELLED,
                completed_at=utcnow(), error_message="Cancelled before it started."):
-        return "cancelled"
-    if _update((Job.id == job.id, Job.status == "processing"), cancel_requested=True):
+        return statuses.CANCELLED
+    if _update((Job.id == job.id, Job.status == statuses.PROCESSING), cancel_requested=True):
         return "requested"
     return None
 
@@ -145,16 +147,16 @@ def request_cancel(job):
 def recover_expired(max_attempts):
     """Sweep jobs whose worker stopped renewing its lease. Idempotent; returns rows changed."""
     now = utcnow()
-    expired = (Job.status == "processing", Job.lease_until < now)
-    changed = _update((*expired, Job.cancel_requested.is_(True)), status="cancelled",
+    expired = (Job.status == statuses.PROCESSING, Job.lease_until < now)
+    changed = _update((*expired, Job.cancel_requested.is_(True)), status=statuses.CANCELLED,
                       worker_id=None, lease_until=None, phase=None, completed_at=now,
                       error_message="Cancelled.")
     changed += _update((*expired, Job.attempts < max_attempts), **REQUEUED, run_after=now,
                        error_message="The worker running this job was lost; it was queued again.")
     # A cancel that came while the job was being put back in the queue.
-    changed += _update((Job.status == "queued", Job.cancel_requested.is_(True)), status="cancelled",
+    changed += _update((Job.status == statuses.QUEUED, Job.cancel_requested.is_(True)), status=statuses.CANCELLED,
                        completed_at=now, error_message="Cancelled.")
-    changed += _update(expired, status="failed", worker_id=None, lease_until=None, phase=None,
+    changed += _update(expired, status=statuses.FAILED, worker_id=None, lease_until=None, phase=None,
                        completed_at=now,
                        error_message=f"The worker was lost {max_attempts} times; giving up.")
     return changed

@@ -27,3 +27,7 @@ class RateLimiter:
             if len(self.windows) > 10_000:  # forget old windows rather than grow without bound
                 self.windows = {k: v for k, v in self.windows.items() if now - v[0] < 60}
             return 0
+
+
+def init_app(app):
+    app.extensions["livegen.ratelimit"] = RateLimiter(app.config["RATE_LIMIT_PER_MINUTE"])

@@ -1,7 +1,9 @@
 """Template helpers for the progress card: words for phases and states, durations, staleness."""
 from datetime import datetime, timezone
 
-from webapp.models import ENDED
+from webapp import statuses
+from webapp.web import csrf
+
 STALLED_AFTER_MS = 10_000  # a running job whose row has not changed for this long looks stalled
 PHASE_WORDS = {
     "waiting_model": "Waiting for the model to load…",
@@ -25,15 +27,15 @@ def duration(ms):
 def headline(job):
     """The card's status line."""
     status = job["status"]
-    if status == "queued":
+    if status == statuses.QUEUED:
         position = job.get("queue_position")
         return f"Queued — number {position} in line" if position else "Queued"
-    if status == "processing":
+    if status == statuses.PROCESSING:
         words = PHASE_WORDS.get(job.get("phase"), "Working…")
         if job.get("phase") == "generating":
             words += f" {job.get('tokens_per_second') or 0:.1f} tok/s"
         return words
-    return {"completed": "Completed", "failed": "Failed", "cancelled": "Cancelled"}[status]
+    return status.capitalize()  # Completed, Failed, Cancelled
 
 
 def age_ms(job, now=None):
@@ -47,9 +49,9 @@ def age_ms(job, now=None):
 
 def stall_note(job, now=None):
     """What to tell a person whose job has not moved for a while, or None."""
-    if job["status"] in ENDED or age_ms(job, now) < STALLED_AFTER_MS:
+    if job["status"] in statuses.ENDED or age_ms(job, now) < STALLED_AFTER_MS:
         return None
-    if job["status"] == "queued":
+    if job["status"] == statuses.QUEUED:
         if job.get("queue_position") != 1:
             return None  # waiting behind others is not a fault
         return "No worker has taken this job yet. Is the worker process running?"
@@ -58,4 +60,6 @@ def stall_note(job, now=None):
 
 def register(app):
     app.jinja_env.filters["duration"] = duration
-    app.jinja_env.globals.update(headline=headline, stall_note=stall_note, ENDED=ENDED)
+    app.jinja_env.globals.update(headline=headline, stall_note=stall_note, statuses=statuses,
+                                 ENDED=statuses.ENDED, STALLED_AFTER_MS=STALLED_AFTER_MS)
+    app.jinja_env.globals["csrf_token"] = csrf.token

@@ -25,13 +25,22 @@ def _number(field, value, low, high, integer):
     return value
 
 
+def _storable(field, value):
+    """A lone surrogate (\\ud800) is valid JSON but no database can store it as text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "contains characters that are not valid Unicode") from None
+    return value
+
+
 def _stop(field, value):
     if isinstance(value, str):
         value = [value]
     if (not isinstance(value, list) or len(value) > 8
             or not all(isinstance(s, str) and 0 < len(s) <= 100 for s in value)):
         raise InvalidInput(field, "must be a list of at most 8 strings of 1 to 100 characters")
-    return value
+    return [_storable(field, s) for s in value]
 
 
 OPTIONS = {
@@ -53,11 +62,7 @@ def _text(field, value, required):
         raise InvalidInput(field, "must not be empty")
     if len(value) > MAX_PROMPT:
         raise InvalidInput(field, f"is {len(value)} characters; the limit is {MAX_PROMPT}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (\ud800) is valid JSON but not storable text
-        raise InvalidInput(field, "contains characters that are not valid Unicode") from None
-    return value
+    return _storable(field, value)
 
 
 def _model(value, default):

@@ -6,7 +6,7 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import jobs
+from webapp import queue, statuses
 from webapp.extensions import db
 from webapp.ollama import Generation, OllamaError
 from webapp.progress import Meter, estimate_tokens, expected_tokens, final_speed
@@ -31,7 +31,7 @@ class Run:
                      "stream": True, **({"system": job.system} if job.system else {})}
         self.config = app.config
         num_predict = (job.options or {}).get("num_predict")
-        expected, source = expected_tokens(num_predict, jobs.completion_history(job.model))
+        expected, source = expected_tokens(num_predict, queue.completion_history(job.model))
         self.expected_fields = {"expected_tokens": expected,
                                 "progress_is_estimate": source != "num_predict"}
         self.meter = Meter(started=clock(), expected=expected,
@@ -97,9 +97,9 @@ class Run:
         with self.lock:
             fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra}
         try:
-            ours = jobs.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"], **fields)
+            ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"], **fields)
             if not ours and self.ticking:
-                self._stop(jobs.cancel_requested(self.pk))
+                self._stop(queue.cancel_requested(self.pk))
         except SQLAlchemyError as error:
             db.session.rollback()
             log.warning("job %s: progress write skipped, database error: %s", self.pk, error)
@@ -115,7 +115,7 @@ class Run:
         if cancelled and loading:
             # Ollama sends nothing until the model is loaded, which can take minutes: say
             # "cancelled" now; the stream is closed the moment its headers arrive.
-            self._write_final(jobs.finish, "cancelled", error_message="Cancelled while the model was loading.")
+            self._write_final(queue.finish, statuses.CANCELLED, error_message="Cancelled while the model was loading.")
 
     def abort(self, reason=None):
         """Stop the generation (from any thread): closing the response stops Ollama too."""
@@ -128,12 +128,12 @@ class Run:
     def _finish(self, final):
         with self.app.app_context():
             if isinstance(final, dict):  # done: a cancel or shutdown that came as it ended loses
-                self._write_final(jobs.finish, "completed", **self._completed(final))
+                self._write_final(queue.finish, statuses.COMPLETED, **self._completed(final))
             elif self.stop_reason == "cancelled":
-                self._write_final(jobs.finish, "cancelled", error_message="Cancelled while generating.",
+                self._write_final(queue.finish, statuses.CANCELLED, error_message="Cancelled while generating.",
                                   **self._partial())
             elif self.stop_reason == "shutdown":
-                self._write_final(jobs.release)
+                self._write_final(queue.release)
             elif self.stop_reason == "lost":
                 log.warning("job %s was taken from this worker; dropping it", self.pk)
             elif isinstance(final, OllamaError):
@@ -162,10 +162,10 @@ class Run:
             delay = backoff(self.attempts)
             message = (f"{error} Trying again in {delay:.0f} s "
                        f"(attempt {self.attempts + 1} of {max_attempts}).")
-            self._write_final(jobs.retry_later, delay, message)
+            self._write_final(queue.retry_later, delay, message)
         else:
             tries = f" (tried {self.attempts} times)" if error.retryable else ""
-            self._write_final(jobs.finish, "failed", error_message=f"{error}{tries}", **self._partial())
+            self._write_final(queue.finish, statuses.FAILED, error_message=f"{error}{tries}", **self._partial())
 
     def _write_final(self, write, *args, **fields):
         """The last write is retried until it lands: a database blink must not lose the text."""

@@ -9,7 +9,8 @@ import sqlalchemy.orm as so
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
-from webapp.models import ENDED, Job
+from webapp import statuses
+from webapp.models import Job
 from webapp.snapshots import snapshots_of
 
 log = logging.getLogger(__name__)
@@ -23,15 +24,15 @@ class Subscription:
 
     def __init__(self, snaps):
         self.job_ids = tuple(snap["job_id"] for snap in snaps)
-        self.sent = {snap["job_id"]: _key(snap) for snap in snaps}  # what the client already has
+        self.sent = {snap["job_id"]: change_key(snap) for snap in snaps}  # what the client already has
         self.pending = {}
         self.ready = threading.Event()
         self.closed = False  # set on shutdown: the stream ends so the client reconnects elsewhere
 
     def offer(self, snap):
-        if self.sent.get(snap["job_id"]) == _key(snap):
+        if self.sent.get(snap["job_id"]) == change_key(snap):
             return
-        self.sent[snap["job_id"]] = _key(snap)
+        self.sent[snap["job_id"]] = change_key(snap)
         self.pending[snap["job_id"]] = snap
         self.ready.set()
 
@@ -69,7 +70,7 @@ class Watcher:
             return sub
         for snap in snaps:
             self.subscribers.setdefault(snap["job_id"], set()).add(sub)
-            if self.seen.setdefault(snap["job_id"], _key(snap)) != _key(snap):
+            if self.seen.setdefault(snap["job_id"], change_key(snap)) != change_key(snap):
                 # This client read the row at another version than the watcher last fanned out
                 # (maybe the final one): forget it, so the next tick reads the row again; the
                 # other subscribers skip what they already have.
@@ -141,26 +142,23 @@ class Watcher:
             query = sa.select(Job).where(Job.job_id.in_(batch)).options(so.defer(Job.system))
             if known:
                 query = query.where(sa.or_(sa.tuple_(Job.job_id, Job.version).not_in(known),
-                                           Job.status == "queued"))
+                                           Job.status == statuses.QUEUED))
             rows += db.session.scalars(query).all()
             self.reads += 1
         # A queued job's place moves when jobs ahead are claimed, without its own row changing.
-        self.reads += any(job.status == "queued" for job in rows)
+        self.reads += any(job.status == statuses.QUEUED for job in rows)
         snaps = snapshots_of(rows)
-        return [snap for snap in snaps if self.seen.get(snap["job_id"]) != _key(snap)]
+        return [snap for snap in snaps if self.seen.get(snap["job_id"]) != change_key(snap)]
 
     def _fan_out(self, snap):
-        self.seen[snap["job_id"]] = _key(snap)
+        self.seen[snap["job_id"]] = change_key(snap)
         for sub in list(self.subscribers.get(snap["job_id"], ())):
             sub.offer(snap)
 
 
-def _key(snap):
+def change_key(snap):
+    """What a client has seen of a job: its version, and its place in line while queued."""
     return snap["version"], snap.get("queue_position")
-
-
-def ended(snap):
-    return snap["status"] in ENDED
 
 
 def init_app(app):

@@ -8,9 +8,9 @@ import uuid
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import jobs
+from webapp import queue
 from webapp.extensions import db
-from webapp.runner import Run
+from webapp.worker.run import Run
 
 log = logging.getLogger("livegen.worker")
 IDLE_POLL = 0.5       # seconds between claim attempts when the queue is empty
@@ -55,7 +55,7 @@ class Worker:
     def _claim_one(self):
         with self.app.app_context():
             try:
-                job = jobs.claim(self.worker_id, self.app.config["LEASE_SECONDS"])
+                job = queue.claim(self.worker_id, self.app.config["LEASE_SECONDS"])
                 run = job and Run(self.app, job, self.worker_id)
             except SQLAlchemyError as error:
                 log.warning("claim failed, database error: %s", error)
@@ -88,7 +88,7 @@ class Worker:
         self.last_sweep = time.monotonic()
         with self.app.app_context():
             try:
-                changed = jobs.recover_expired(self.app.config["MAX_ATTEMPTS"])
+                changed = queue.recover_expired(self.app.config["MAX_ATTEMPTS"])
                 if changed:
                     log.warning("recovered %d job(s) whose worker stopped renewing its lease", changed)
             except SQLAlchemyError as error:

@@ -1,0 +1,29 @@
+"""The web side: `create_app` builds the core app and adds the routes, the error answers, the
+security headers and the per-process watcher. Only the web process imports this package."""
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from webapp import create_app as create_core_app
+from webapp.web import api, errors, limits, pages, ratelimit, security, streams, templating, watch
+
+
+def create_app(config=None):
+    """The web application (gunicorn's `wsgi:app`, `flask --app wsgi`, the tests)."""
+    app = create_core_app(config)
+    # A client's `//` or `%2F` in a job id must not be "fixed" by a redirect: it is a 404.
+    app.url_map.merge_slashes = False
+    register_blueprints(app)
+    security.register(app)  # before errors: see errors.register
+    errors.register(app)
+    templating.register(app)
+    limits.register(app)
+    ratelimit.init_app(app)
+    watch.init_app(app)
+    if app.config["PROXY_HOPS"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_HOPS"], x_proto=1)
+    return app
+
+
+def register_blueprints(app):
+    app.register_blueprint(api.bp)
+    app.register_blueprint(streams.bp)
+    app.register_blueprint(pages.bp)
