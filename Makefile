@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test install install-dev migrate bench clean
+.PHONY: run test lint install install-dev migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,15 @@ migrate: install
 run: migrate
 	PORT=$(PORT) $(BIN)/python scripts/devrun.py
 
-## test: the whole suite (MySQL and browser tests run when their servers are there)
+## test: the whole suite (MySQL and browser tests run when their servers are there), with
+## branch coverage of this process's code (no threshold: it shows what the tests leave out)
 test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
+	$(BIN)/coverage report --sort=cover --skip-covered | head -25
+
+## lint: ruff (pyflakes, pycodestyle, import order, bugbear, ...); fails on any finding
+lint: install-dev
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache test-output

@@ -27,11 +27,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench.sse_counters import instrument
 from webapp import statuses
-from webapp.web import create_app, sse
-from webapp.web.errors import api_error
 from webapp.extensions import db
 from webapp.models import Job
 from webapp.snapshots import snapshot
+from webapp.web import create_app, sse
+from webapp.web.errors import api_error
 from webapp.web.live import event_stream, read_snapshots
 from webapp.web.streams import json_event as _json_event
 

@@ -56,6 +56,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -67,7 +68,7 @@ import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import unquote, urlsplit  # noqa: E402
 
@@ -170,7 +171,7 @@ def free_port():
 
 def epoch_of(iso):
     """'2026-11-21T08:13:39.523Z' -> time.time() seconds."""
-    return datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=UTC).timestamp()
 
 
 def command_output(args):
@@ -234,10 +235,8 @@ class Proc:
     @classmethod
     def stop_all(cls):
         for proc in reversed(cls.started):
-            try:
+            with contextlib.suppress(Exception):  # best effort on the way out
                 proc.stop(grace=10)
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
 
 
 class Web:
@@ -903,7 +902,7 @@ NCPU = os.cpu_count() or 1
 
 def main(argv=None):
     args = parse_args(argv)
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     log_dir = RESULTS / f"sse-{stamp}-logs"
@@ -989,7 +988,7 @@ def main(argv=None):
         if sample:
             report["progress_event_field_bytes"] = field_bytes(sample)
         report["summary"] = summarize(report, args)
-        report["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     finally:
         Proc.stop_all()
         out.write_text(json.dumps(report, indent=2, default=str))

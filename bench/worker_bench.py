@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 # --- small helpers -------------------------------------------------------------------------------
 def epoch(stamp):
     """A naive-UTC datetime from the database as time.time() seconds."""
-    return stamp.replace(tzinfo=timezone.utc).timestamp()
+    return stamp.replace(tzinfo=UTC).timestamp()
 
 
 def proc_cpu(pid):
@@ -294,7 +294,7 @@ def analyse_job(row, record, observed, interval):
 
     gaps, gaps_after_first_token, first_token_gap = [], [], None
     first_token_version = token_writes[0][0] if token_writes else None
-    for (v1, _, s1, _, _), (v2, _, s2, _, _) in zip(progress, progress[1:]):
+    for (v1, _, s1, _, _), (v2, _, s2, _, _) in zip(progress, progress[1:], strict=False):
         if v2 != v1 + 1:
             continue  # a write in between was not seen: the gap is not known exactly
         gaps.append(s2 - s1)
@@ -381,7 +381,7 @@ def analyse(args, by_prompt, rows, records, observations, cpu_samples, poll_time
         if j < len(cpu_samples):
             at1, c1 = cpu_samples[j]
             peak = max(peak, (c1 - c0) / (at1 - at0))
-    polls = [b - a for (a, _), (b, _) in zip(poll_times, poll_times[1:])]
+    polls = [b - a for (a, _), (b, _) in zip(poll_times, poll_times[1:], strict=False)]
     flat = lambda key: [x for job in per_job for x in job[key]]  # noqa: E731
     one = lambda key: [job[key] for job in per_job if job[key] is not None]  # noqa: E731
     rates = one("writes_per_second")
@@ -578,7 +578,7 @@ def main(argv=None):
             summary["problems"].insert(0, f"timed out after {timeout:.0f} s")
         summary["worker_log_warnings"] = [line for line in log.splitlines()
                                           if " WARNING " in line or " ERROR " in line][:20]
-        meta = {"benchmark": "worker", "started_at": datetime.fromtimestamp(t0, timezone.utc).isoformat(),
+        meta = {"benchmark": "worker", "started_at": datetime.fromtimestamp(t0, UTC).isoformat(),
                 "database": redact(url).split("?")[0] if not url.startswith("sqlite") else "sqlite (temp file)",
                 "jobs": args.jobs, "concurrency": args.concurrency, "tps": args.tps, "tokens_per_job": args.tokens,
                 "interval": args.interval, "sample_ms": args.sample_ms, "load_delay": args.load_delay,
@@ -589,7 +589,7 @@ def main(argv=None):
             print("  worker log:", line)
         if not args.no_save:
             RESULTS.mkdir(parents=True, exist_ok=True)
-            path = RESULTS / f"worker-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+            path = RESULTS / f"worker-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
             figures = {key: value for key, value in summary.items() if key != "per_job"}
             path.write_text(json.dumps({**meta, **figures, "per_job": summary["per_job"]}, indent=1) + "\n")
             print(f"  results: {path.relative_to(ROOT)}")

@@ -4,8 +4,7 @@ import dataclasses
 import math
 import re
 
-from simulator.gojson import RequestError
-from simulator.gojson import kind_of
+from simulator.gojson import RequestError, kind_of
 
 # Top-level request fields whose JSON type Go checks while decoding: name -> (python type, Go type).
 _FIELDS = {

@@ -1,5 +1,6 @@
 """The HTTP side of the fake Ollama: routing, Ollama's endpoints, the /_sim control API."""
 
+import contextlib
 import dataclasses
 import json
 import selectors
@@ -9,15 +10,12 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from simulator import catalog
-from simulator import gojson
+from simulator import catalog, gojson
 from simulator.gojson import RequestError
 from simulator.session import Session
-from simulator.wire import JSON
-from simulator.wire import Wire
+from simulator.wire import JSON, Wire
 
 VERSION = "0.12.6"
 
@@ -229,7 +227,5 @@ class Server(ThreadingHTTPServer):
 
 
 def _shutdown(sock):
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

@@ -3,11 +3,7 @@
 import random
 import time
 
-from simulator import catalog
-from simulator import faults
-from simulator import generation
-from simulator import gojson
-from simulator import parsing
+from simulator import catalog, faults, generation, gojson, parsing
 from simulator.gojson import RequestError
 
 _POLL = 0.05  # how often a long wait checks whether the client hung up

@@ -4,8 +4,7 @@ import math
 import threading
 import time
 
-from simulator import catalog
-from simulator import generation
+from simulator import catalog, generation
 from simulator.faults import FaultSwitch
 from simulator.records import Recorder
 from simulator.scheduler import Scheduler

@@ -1,5 +1,5 @@
 """Writes one response on a handler's socket and records exactly what went out."""
-
+import contextlib
 import select
 import socket
 
@@ -44,10 +44,8 @@ class Wire:
     def close(self):
         """Give up on this connection (client gone, fault or shutdown)."""
         self.handler.close_connection = True
-        try:
+        with contextlib.suppress(OSError):  # already gone
             self.handler.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already gone
 
     def peer_closed(self):
         """True when the client has hung up (readable with nothing to read)."""

@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
-from webapp.web import create_app
 from webapp.extensions import db
+from webapp.web import create_app
 
 MYSQL_URL = os.environ.get("TEST_DATABASE_URL", "")
 REQUIRE_MYSQL = os.environ.get("REQUIRE_MYSQL") == "1"

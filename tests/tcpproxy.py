@@ -1,4 +1,5 @@
 """A TCP proxy whose link can be cut on purpose: the database 'blinks' for the tests."""
+import contextlib
 import socket
 import threading
 
@@ -42,10 +43,8 @@ class TcpProxy:
                 self._close(sock)
 
     def _close(self, sock):
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()
         with self.lock:
             self.sockets.discard(sock)

@@ -5,6 +5,7 @@ test-output/browser/<test name>/.
 
 Needs Chromium and nginx; without them these tests skip, or fail under REQUIRE_BROWSER=1 (CI).
 """
+import contextlib
 import shutil
 import time
 from datetime import datetime
@@ -13,11 +14,24 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from browser_support import (ENDED, OUTPUT, PAGE_PROBE, Artifacts, Nginx, NetworkLog, card_regressions,
-                             launch_browser, nginx_executable, read_card, render_history, tokens,
-                             wait_for_cards)
-from servers import Gunicorn, WorkerProcess
 from simulator import Simulator
+
+from browser_support import (
+    ENDED,
+    OUTPUT,
+    PAGE_PROBE,
+    Artifacts,
+    NetworkLog,
+    Nginx,
+    card_regressions,
+    launch_browser,
+    nginx_executable,
+    read_card,
+    render_history,
+    tokens,
+    wait_for_cards,
+)
+from servers import Gunicorn, WorkerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -81,10 +95,8 @@ def open_page(browser, artifacts):
     yield open_
     for number, (context, page, net) in enumerate(opened, 1):
         suffix = "" if len(opened) == 1 else f"-{number}"
-        try:
+        with contextlib.suppress(Exception):  # the page may be gone; the log still matters
             artifacts.screenshot(page, "final" + suffix)
-        except Exception:  # the page may be gone; the log still matters
-            pass
         artifacts.write(f"network{suffix}.log", net.render())
         try:
             history = page.evaluate("window.__probe ? window.__probe.cards : []")
@@ -194,7 +206,7 @@ def test_form_card_goes_queued_generating_completed_with_live_numbers(web, open_
 
         assert shot, f"no 'generating' card with tokens was ever shown; tokens seen: {seen}"
         assert seen == sorted(seen), f"the tokens figure went backwards: {seen}"
-        live = sorted(set(t for t in seen if t))
+        live = sorted({t for t in seen if t})
         assert len(live) >= 2, f"the tokens figure did not increase live while processing: {seen}"
         assert_completed_card(card, 60)
         assert_never_went_back(page)
@@ -311,7 +323,7 @@ def test_fallback_behind_a_buffering_nginx(nginx, web, open_page, artifacts, dat
     took = (answered[0] - stream["sent"]) / 1000
     assert took <= 5.0, f"polling took over {took:.1f} s after the SSE connection opened (> 5 s)"
     times = [stream["sent"]] + [t for t in answered if t < completed_at] + [completed_at]
-    gaps = [round((b - a) / 1000, 2) for a, b in zip(times, times[1:])]
+    gaps = [round((b - a) / 1000, 2) for a, b in zip(times, times[1:], strict=False)]
     assert max(gaps) <= 5.0, f"card polls stopped for {max(gaps)} s while SSE was held back: {gaps}"
 
 

@@ -4,13 +4,14 @@ import logging
 import time
 
 import pytest
+from conftest import make_app
 from sqlalchemy.engine import make_url
 
-from conftest import make_app
-from helpers import WorkerThread, row
-from tcpproxy import TcpProxy
 from webapp import queue
 from webapp.extensions import db
+
+from helpers import WorkerThread, row
+from tcpproxy import TcpProxy
 
 OUTAGE_SECONDS = 10
 

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from servers import ROOT
 from webapp import queue
 from webapp.extensions import db
+
+from servers import ROOT
 
 PACKAGE = pathlib.Path(ROOT, "webapp")
 STDLIB = set(sys.stdlib_module_names)

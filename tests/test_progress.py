@@ -2,8 +2,8 @@
 import pytest
 
 from webapp import progress
-from webapp.web.events import job_event
 from webapp.progress import Meter, estimate_tokens, eta_ms, expected_tokens, final_speed, generation_percent
+from webapp.web.events import job_event
 
 
 @pytest.mark.parametrize(("piece", "tokens"), [("", 0), ("\n", 1), (" a", 1), (" conversation", 1),

@@ -8,10 +8,7 @@ import time
 import pytest
 import requests
 
-from simulator import FAULTS
-from simulator import Simulator
-from simulator import generation
-from simulator import gojson
+from simulator import FAULTS, Simulator, generation, gojson
 
 GENERATE_KEYS = {"model", "created_at", "response", "done"}
 FINAL_KEYS = {"model", "created_at", "response", "done", "done_reason", "context", "total_duration",
@@ -203,10 +200,10 @@ def test_eof_ends_the_body_cleanly_without_done(ollama):
 def test_drop_cuts_the_connection_without_the_last_chunk(ollama):
     ollama.set_fault("drop")
     seen = []
-    with post(ollama, {"model": "llama3.2", "prompt": "hi", "options": {"num_predict": 30}}) as response:
-        with pytest.raises(requests.exceptions.ChunkedEncodingError):
-            for line in response.iter_lines():
-                seen.append(line)
+    with post(ollama, {"model": "llama3.2", "prompt": "hi", "options": {"num_predict": 30}}) as response, \
+            pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for line in response.iter_lines():
+            seen.append(line)
     assert len([line for line in seen if line]) == 10
     record = ollama.wait_for(lambda records: records and records[0].finished)[0]
     assert record.final is None and record.status == 200

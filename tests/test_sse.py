@@ -5,11 +5,12 @@ import time
 import pytest
 import requests
 
-from helpers import WorkerThread, both_backends
-from servers import Gunicorn, WorkerProcess, read_events
 from webapp import queue
 from webapp.web import live, sse, streams
 from webapp.web.watch import Subscription
+
+from helpers import WorkerThread, both_backends
+from servers import Gunicorn, WorkerProcess, read_events
 
 API = "/api/v1/ai/generation"
 

@@ -3,10 +3,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from helpers import both_backends
 from webapp import queue
 from webapp.snapshots import snapshot_of
 from webapp.web.watch import Watcher
+
+from helpers import both_backends
 
 
 def start_job(worker="w1"):

@@ -5,11 +5,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from helpers import WorkerThread, both_backends, row
 from webapp import queue
 from webapp.extensions import db
 from webapp.models import Job, utcnow
 from webapp.worker.run import Run, backoff
+
+from helpers import WorkerThread, both_backends, row
 
 API = "/api/v1/ai/generation"
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from helpers import WorkerThread, both_backends, row
 from simulator import Simulator
 from webapp import queue
 from webapp.extensions import db
 from webapp.models import Job, utcnow
+
+from helpers import WorkerThread, both_backends, row
 
 API = "/api/v1/ai/generation"
 REPO_ROOT = Path(__file__).resolve().parent.parent

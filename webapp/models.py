@@ -1,6 +1,6 @@
 """The `ai_generation_jobs` table: one row per generation, the only channel between worker and web."""
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -20,7 +20,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincre
 
 def utcnow():
     """Naive UTC with milliseconds: what both databases store."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 

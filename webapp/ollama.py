@@ -1,4 +1,5 @@
 """Streaming client for Ollama's /api/generate, per shared/OLLAMA.md. Knows HTTP, not the database."""
+import contextlib
 import json
 import logging
 import socket
@@ -99,10 +100,8 @@ class Generation:
         raw = getattr(self.response, "raw", None)
         sock = getattr(getattr(raw, "_connection", None), "sock", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _describe(error, url, read_timeout):

@@ -19,9 +19,9 @@ def read_json():
     try:
         return json.loads(request.get_data())
     except (ValueError, UnicodeDecodeError) as error:
-        raise BadRequest(f"The body is not valid JSON: {error}.")
+        raise BadRequest(f"The body is not valid JSON: {error}.") from None
     except RecursionError:
-        raise BadRequest("The body is nested too deeply to be a generation request.")
+        raise BadRequest("The body is nested too deeply to be a generation request.") from None
 
 
 def links(job_id):

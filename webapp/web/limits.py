@@ -4,7 +4,7 @@ not), a malformed body (400), a body that stops arriving (408), an over-long add
 header (431)."""
 import socket
 
-from flask import abort, current_app, request
+from flask import abort, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge, RequestTimeout
 

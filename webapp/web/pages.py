@@ -1,7 +1,16 @@
 """The HTML pages: the prompt form, one job's page, the card htmx polls, and the cards' SSE stream."""
 import time
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from webapp import ollama, queue, statuses
 from webapp.snapshots import snapshot_of, snapshots_of

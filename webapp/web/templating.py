@@ -1,5 +1,5 @@
 """Template helpers for the progress card: words for phases and states, durations, staleness."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from webapp import statuses
 from webapp.web import csrf
@@ -42,8 +42,8 @@ def age_ms(job, now=None):
     """Milliseconds since the job's row last changed."""
     if not job.get("last_update_at"):
         return 0
-    updated = datetime.fromisoformat(job["last_update_at"].rstrip("Z")).replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+    updated = datetime.fromisoformat(job["last_update_at"].rstrip("Z")).replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     return max(0, int((now - updated).total_seconds() * 1000))
 
 

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp.extensions import db
 from webapp import statuses
+from webapp.extensions import db
 from webapp.models import Job
 from webapp.snapshots import snapshots_of
 
