@@ -15,7 +15,6 @@ TEST_CONFIG = {"TESTING": True, "SECRET_KEY": "test-secret", "RATE_LIMIT_PER_MIN
                "PROGRESS_INTERVAL": 0.05, "LEASE_SECONDS": 30, "OLLAMA_READ_TIMEOUT": 10.0}
 
 
-
 def make_app(url, **overrides):
     return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **overrides})
 
@@ -105,8 +104,3 @@ def app(database_url):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-@pytest.fixture
-def runner(app):
-    return app.test_cli_runner()

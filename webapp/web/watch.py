@@ -103,6 +103,7 @@ class Watcher:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="livegen-watcher", daemon=True)
                 self.thread.start()
+                log.info("watcher: following jobs every %.2f s for this process's streams", self.interval)
 
     def _loop(self):
         failures = 0
