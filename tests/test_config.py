@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from servers import ROOT
 from webapp.config import SettingError, database_url, from_env, ollama_url
+
+from servers import ROOT
 
 
 def test_database_url_defaults_to_sqlite_in_instance():

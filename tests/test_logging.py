@@ -3,8 +3,9 @@ import re
 
 import requests
 
-from servers import Gunicorn
 from webapp import queue
+
+from servers import Gunicorn
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)$")
 
