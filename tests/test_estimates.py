@@ -1,0 +1,123 @@
+"""The learned estimates: prompt kinds, censored length spreads, conditional lengths, phases, ranges."""
+import pytest
+
+from webapp.estimates import (
+    RANGE,
+    History,
+    Run,
+    before_first_token_left,
+    conditional_quantile,
+    expected_length,
+    generating_left,
+    prompt_kind,
+    quantile,
+    queued_left,
+    survival,
+)
+
+
+@pytest.mark.parametrize(("prompt", "hint"), [
+    ("Answer in one word: is the sky blue?", "word"),
+    ("Say it in one sentence please", "sentence"),
+    ("Give me a list of 5 dog names", "list"),
+    ("Write an essay about rivers", "long"),
+    ("Explain quantum tunnelling in detail", "long"),
+    ("Briefly, what is DNS?", "short"),
+    ("Why is the sky blue?", "plain"),
+])
+def test_prompt_kind_reads_the_length_people_ask_for(prompt, hint):
+    assert prompt_kind(prompt).split(":")[0] == hint
+
+
+def test_prompt_kind_says_how_long_the_prompt_is_and_whether_a_system_prompt_shapes_it():
+    assert prompt_kind("hi") == "plain:s:-"
+    assert prompt_kind("word " * 100, system="Be terse") == "plain:m:s"
+    assert prompt_kind("word " * 300) == "plain:l:-"
+
+
+def test_survival_without_cut_runs_is_the_plain_share_longer():
+    steps = survival([Run(n) for n in (10, 20, 30, 40)])
+    assert steps == [(10, 0.75), (20, 0.5), (30, 0.25), (40, 0.0)]
+
+
+def test_a_run_cut_at_num_predict_counts_as_at_least_that_long_not_as_an_end():
+    # Two runs ended at 10 and 30; one was cut at 20 (it would have gone further).
+    steps = survival([Run(10), Run(20, cut=True), Run(30)])
+    assert steps == [(10, pytest.approx(2 / 3)), (30, 0.0)]
+    # Taken as an end, the cut run would pull the median down to 20.
+    assert conditional_quantile(steps, 0, 0.5) == 30
+    assert conditional_quantile(survival([Run(10), Run(20), Run(30)]), 0, 0.5) == 20
+
+
+def test_the_expected_length_is_conditional_on_what_has_been_generated():
+    runs = [Run(n) for n in (10, 20, 30, 100, 200, 300)]
+    assert expected_length(runs, "plain:s:-", 0, None).point == 30
+    later = expected_length(runs, "plain:s:-", 50, None)
+    assert later.point == 200 and later.low == 100 and later.high == 300
+
+
+def test_passing_every_earlier_run_moves_the_guess_instead_of_parking_it():
+    runs = [Run(n) for n in (10, 20, 30)]
+    first, second = (expected_length(runs, "plain:s:-", seen, None) for seen in (40, 80))
+    assert 40 < first.point < second.point and second.point > 80
+
+
+def test_num_predict_caps_the_expected_length_and_its_range():
+    runs = [Run(n) for n in (100, 200, 300, 400)]
+    length = expected_length(runs, "plain:s:-", 0, limit=150)
+    assert length.point == length.high == 150 and length.low == 100
+
+
+def test_no_history_means_no_estimate():
+    assert expected_length([], "plain:s:-", 0, None) is None
+    assert generating_left(History(), "plain:s:-", 10, None, 20.0) is None
+
+
+def test_a_prompt_kind_with_enough_runs_of_its_own_is_learned_apart_from_the_model():
+    runs = [Run(3, kind="word:s:-")] * 10 + [Run(300, kind="plain:s:-")] * 10
+    assert expected_length(runs, "word:s:-", 0, None).point == 3
+    assert expected_length(runs, "plain:s:-", 0, None).point == 300
+    # A kind with too few runs falls back to the model's spread.
+    assert expected_length(runs + [Run(50, kind="list:s:-")], "list:s:-", 0, None).point in (3, 50, 300)
+
+
+def test_time_left_while_generating_is_the_rest_of_the_length_at_the_live_speed():
+    history = History(runs=[Run(n) for n in (100, 200, 300)], speeds=[50.0])
+    left = generating_left(history, "plain:s:-", 100, None, speed=25.0)
+    assert left.point == 4000 and left.low <= left.point <= left.high
+    assert generating_left(history, "plain:s:-", 100, None, speed=0.0).point == 2000  # learned speed
+
+
+def test_time_left_before_the_first_token_adds_the_learned_load_and_prompt_time():
+    history = History(runs=[Run(100)] * 5, speeds=[50.0], loads_cold=[3.0], loads_warm=[0.2],
+                      prompt_rates=[0.001])
+    cold = before_first_token_left(history, "plain:s:-", None, cold=True, prompt_tokens=1000, waited=1.0)
+    assert cold.point == 2000 + 3000 + 1000 - 1000
+    warm = before_first_token_left(history, "plain:s:-", None, cold=False, prompt_tokens=0, waited=0.0)
+    assert warm.point == 2000 + 200
+    late = before_first_token_left(history, "plain:s:-", None, cold=True, prompt_tokens=0, waited=60.0)
+    assert late.point == 2000  # a load past its guess adds nothing more, and the answer is still ahead
+
+
+def test_a_queued_job_waits_its_place_at_the_servers_pace_then_runs():
+    history = History(runs=[Run(100)] * 5, speeds=[50.0], loads_warm=[0.0])
+    left = queued_left(history, "plain:s:-", None, place=8, slots=4, per_slot=(3.0, 2.0, 5.0))
+    assert left.point == 2 * 3000 + 2000 and left.low == 2 * 2000 + 2000 and left.high == 2 * 5000 + 2000
+
+
+def test_the_range_holds_the_truth_about_as_often_as_it_claims():
+    import random
+
+    rng = random.Random(7)
+    draw = lambda: Run(max(1, int(rng.lognormvariate(5, 0.5))))  # noqa: E731
+    history, inside, trials = [draw() for _ in range(200)], 0, 2000
+    for _ in range(trials):
+        truth = draw().tokens
+        length = expected_length(history, "plain:s:-", 0, None)
+        inside += length.low <= truth <= length.high
+    claimed = RANGE[1] - RANGE[0]
+    assert abs(inside / trials - claimed) < 0.06
+
+
+def test_quantile_interpolates():
+    assert quantile([1, 2, 3, 4], 0.5) == 2.5 and quantile([], 0.5) is None and quantile([5], 0.9) == 5

@@ -1,0 +1,197 @@
+"""Learned estimates, standard library only: what kind of answer a prompt asks for, the spread of
+this server's earlier output lengths (Kaplan-Meier, so a run cut at num_predict counts as "at
+least N"), the length to expect given what has been generated so far, and the time left with a
+range that says how sure it is."""
+import math
+import re
+from dataclasses import dataclass, field
+from statistics import median
+
+RANGE = (0.2, 0.8)    # the range shown: 20th to 80th percentile, so it should hold the truth 60 % of the time
+MIN_RUNS = 8          # runs (still going at the current count) a prompt kind needs before it is trusted
+PAST_HISTORY = 1.3    # past every earlier run, expect this much more of what has been generated so far
+
+# Words people use to ask for a length or a count, checked in this order.
+HINTS = (
+    ("word", re.compile(r"\b(one|single|1)[- ]word\b|\byes or no\b|\bone-word\b")),
+    ("sentence", re.compile(r"\b(one|a single|1|a) (short )?sentence\b")),
+    ("list", re.compile(r"\b(list|top|give me|name)\b.{0,20}?\b(\d{1,3}|three|four|five|six|seven|eight|nine|"
+                        r"ten)\b|\b(\d{1,3}|three|five|ten) (ideas|things|ways|reasons|examples|tips|items)\b")),
+    ("long", re.compile(r"\b(essay|in detail|detailed|comprehensive|step by step|thorough(ly)?|long|"
+                        r"in depth|at length|article|story)\b")),
+    ("short", re.compile(r"\b(brief(ly)?|short|concise(ly)?|in a few words|tl;?dr|quick(ly)?|summar(y|ise|ize))\b")),
+)
+
+
+def prompt_kind(prompt, system=None):
+    """A small key for prompts that ask for answers of a like length: the hint, the prompt's size,
+    and whether a system prompt shapes the answer (e.g. 'list:m:s', 'plain:s:-')."""
+    text = f"{system or ''}\n{prompt}".lower()
+    hint = next((name for name, pattern in HINTS if pattern.search(text)), "plain")
+    words = len(prompt.split())
+    size = "s" if words < 25 else "m" if words < 200 else "l"
+    return f"{hint}:{size}:{'s' if system else '-'}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One earlier completed generation: its output length, whether num_predict cut it, its kind."""
+
+    tokens: int
+    cut: bool = False
+    kind: str = "plain:s:-"
+
+
+def survival(runs):
+    """Kaplan-Meier steps [(length, share of runs longer than it)]: a cut run is known to go at
+    least that far, so it stays in the count up to its length and is never taken as an end."""
+    steps, at_risk, share = [], len(runs), 1.0
+    ordered = sorted(runs, key=lambda run: run.tokens)
+    i = 0
+    while i < len(ordered):
+        length, ended, cut = ordered[i].tokens, 0, 0
+        while i < len(ordered) and ordered[i].tokens == length:
+            cut, ended, i = cut + ordered[i].cut, ended + (not ordered[i].cut), i + 1
+        if ended:
+            share *= 1 - ended / at_risk
+            steps.append((length, share))
+        at_risk -= ended + cut
+    return steps
+
+
+def share_beyond(steps, seen):
+    """The share of runs that went past `seen` tokens."""
+    share = 1.0
+    for length, value in steps:
+        if length > seen:
+            break
+        share = value
+    return share
+
+
+def conditional_quantile(steps, seen, q):
+    """The length by which a `q` share of runs that went past `seen` had ended, or None when the
+    history does not reach that far."""
+    start = share_beyond(steps, seen)
+    if start <= 0:
+        return None
+    for length, value in steps:
+        if length > seen and value <= start * (1 - q) + 1e-12:
+            return length
+    return None
+
+
+def runs_for(runs, kind, seen):
+    """The runs to learn from: those of this exact kind, else of this hint, else all of the
+    model's, whichever first has enough runs still going at `seen`."""
+    hint = kind.split(":")[0]
+    for keep in (lambda run: run.kind == kind, lambda run: run.kind.split(":")[0] == hint):
+        chosen = [run for run in runs if keep(run)]
+        if sum(run.tokens > seen for run in chosen) >= MIN_RUNS:
+            return chosen
+    return runs
+
+
+@dataclass(frozen=True)
+class Length:
+    """Expected total output length (tokens) with its range."""
+
+    point: float
+    low: float
+    high: float
+
+
+def expected_length(runs, kind, seen, limit=None):
+    """The length to expect given `seen` tokens so far (capped at num_predict `limit`), or None
+    without history. Passing every earlier run moves the guess instead of parking it."""
+    if not runs:
+        return None
+    steps = survival(runs_for(runs, kind, seen))
+    beyond = seen * PAST_HISTORY + 1  # past what history knows: more of the same
+    values = [conditional_quantile(steps, seen, q) or beyond for q in (0.5, *RANGE)]
+    point, low, high = (max(v, seen + 1) for v in values)
+    if limit:
+        point, low, high = (min(v, limit) for v in (point, low, high))
+    return Length(point, low, high)
+
+
+def quantile(values, q):
+    """The q-quantile of a list of numbers (linear between order statistics), or None."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    at = q * (len(ordered) - 1)
+    lower = math.floor(at)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (at - lower)
+
+
+@dataclass
+class History:
+    """What this server learned of one model from its completed jobs (newest first)."""
+
+    runs: list = field(default_factory=list)          # Run per completed job
+    speeds: list = field(default_factory=list)        # tokens/s, Ollama's own figure
+    loads_cold: list = field(default_factory=list)    # seconds, model was not loaded
+    loads_warm: list = field(default_factory=list)    # seconds, model was loaded
+    prompt_rates: list = field(default_factory=list)  # seconds per prompt token
+    durations: list = field(default_factory=list)     # seconds from claim to completion
+
+    @property
+    def known(self):
+        return bool(self.runs)
+
+    def speed(self):
+        return median(self.speeds) if self.speeds else None
+
+    def load(self, cold, q=0.5):
+        """Learned load time (s) of a cold or warm start; the other kind when one has none."""
+        loads = (self.loads_cold or self.loads_warm) if cold else (self.loads_warm or self.loads_cold)
+        return quantile(loads, q) or 0.0
+
+    def prompt_time(self, prompt_tokens, q=0.5):
+        return (quantile(self.prompt_rates, q) or 0.0) * prompt_tokens
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Time left in milliseconds: the point estimate and the range around it."""
+
+    point: int
+    low: int
+    high: int
+
+    def plus(self, seconds_point, seconds_low, seconds_high):
+        return Estimate(self.point + ms(seconds_point), self.low + ms(seconds_low), self.high + ms(seconds_high))
+
+
+def ms(seconds):
+    return int(max(seconds, 0.0) * 1000)
+
+
+def generating_left(history, kind, seen, limit, speed):
+    """Time left while tokens arrive: the rest of the expected length at `speed` tokens/s."""
+    length = expected_length(history.runs, kind, seen, limit)
+    speed = speed or history.speed()
+    if length is None or not speed:
+        return None
+    return Estimate(*(ms((value - seen) / speed) for value in (length.point, length.low, length.high)))
+
+
+def before_first_token_left(history, kind, limit, cold, prompt_tokens, waited):
+    """Time left before any token: the rest of the load and the prompt's reading (learned), then
+    the whole expected answer. `waited` is the time since the claim (s)."""
+    answer = generating_left(history, kind, 0, limit, None)
+    if answer is None:
+        return None
+    ahead = [history.load(cold, q) + history.prompt_time(prompt_tokens, q) - waited for q in (0.5, *RANGE)]
+    return answer.plus(*ahead)
+
+
+def queued_left(history, kind, limit, place, slots, per_slot):
+    """Time left for a queued job: its place in line at this server's pace (`slots` jobs at a
+    time, each taking `per_slot` seconds at the median, given as (median, low, high)), then its run."""
+    run = before_first_token_left(history, kind, limit, cold=False, prompt_tokens=0, waited=0)
+    if run is None or not per_slot:
+        return run
+    return run.plus(*(place * seconds / max(slots, 1) for seconds in per_slot))
