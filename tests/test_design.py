@@ -80,8 +80,8 @@ def test_the_shared_core_imports_neither_side():
         assert not sides, f"{path.name} imports {sides}"
 
 
-@pytest.mark.parametrize("module", ["webapp/progress.py", "webapp/estimates.py", "webapp/web/sse.py", "webapp/statuses.py",
-                                    "webapp/logs.py"])
+@pytest.mark.parametrize("module", ["webapp/progress.py", "webapp/estimates.py", "webapp/web/sse.py",
+                                    "webapp/statuses.py", "webapp/logs.py"])
 def test_the_pure_parts_use_only_the_standard_library(module):
     outside = {name for name in imports_of(pathlib.Path(ROOT, module)) if name.split(".")[0] not in STDLIB}
     assert outside == set(), f"{module} imports {outside}"
