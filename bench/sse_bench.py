@@ -11,7 +11,7 @@ mysql+pymysql://root@127.0.0.1:3306/livegen_ssebench; the database name must con
 it is dropped and created again, then migrated with `flask --app wsgi db upgrade`).
 
 What it starts, all on 127.0.0.1, each configured by environment only:
-  * the simulated Ollama (`python -m simulator --tps 50 --load-delay 0`),
+  * the simulated Ollama (`python -m simulator --tps 50 --load-delay 0 --lengths fixed`),
   * one `python worker.py` (WORKER_CONCURRENCY=8, PROGRESS_INTERVAL=0.5) and 8 jobs whose
     num_predict outlasts the run, so every job writes progress every 0.5 s all along;
   * per mode, one web process under the product's gunicorn.conf.py (gevent, WEB_CONCURRENCY=1,
@@ -949,7 +949,9 @@ def main(argv=None):
             raise RuntimeError("migration failed:\n" + migrate.stderr[-3000:])
         sim_port = free_port()
         sim = Proc("simulator", [sys.executable, "-m", "simulator", "--port", str(sim_port),
-                                 "--tps", str(args.tps), "--load-delay", "0", "--quiet"], {}, log_dir)
+                                 "--tps", str(args.tps), "--load-delay", "0", "--quiet",
+                                 # jobs must run their whole num_predict at one pace
+                                 "--lengths", "fixed", "--speed-spread", "0"], {}, log_dir)
         SIM_PID[0] = sim.pid
         worker = Proc("worker", [sys.executable, "worker.py"],
                       {"DATABASE_URL": args.database_url, "OLLAMA_URL": f"http://127.0.0.1:{sim_port}",

@@ -59,19 +59,31 @@ def num_predict(options):
     return int(value) if is_number and value > 0 else None
 
 
-def plan(ask, seed, default_tokens, think):
-    """Choose the tokens for a request; same prompt and seed, same tokens."""
+def fixed_length(ask, default_tokens):
+    """The "fixed" lengths mode: None (run until num_predict) when it is set, else
+    default_tokens, else 20-80 tokens from the prompt."""
+    if num_predict(ask.options):
+        return None
+    return default_tokens or 20 + zlib.crc32(ask.text.encode()) % 61
+
+
+def plan(ask, seed, answer, think):
+    """Choose the tokens for a request; same prompt and seed, same tokens.
+
+    answer is the natural answer length, which an EOS follows; num_predict cuts it short when the
+    thinking and the answer reach the limit. None means "until num_predict", which must then be set.
+    """
     rng = random.Random(f"text\x00{seed}\x00{ask.text}")
     limit = num_predict(ask.options)
-    if limit:
-        thoughts = min(_THINKING_TOKENS, limit // 2) if think else 0
+    thoughts = _THINKING_TOKENS if think else 0
+    # The EOS would be sampled after the answer, so an answer that fills the limit is a cut too.
+    natural_end = answer is not None and not (limit and thoughts + answer >= limit)
+    if not natural_end:
+        thoughts = min(thoughts, limit // 2)
         answer = limit - thoughts
-    else:
-        thoughts = _THINKING_TOKENS if think else 0
-        answer = default_tokens or 20 + zlib.crc32(ask.text.encode()) % 61
     tokens = [("thinking", _THOUGHTS[i % len(_THOUGHTS)]) for i in range(thoughts)]
     tokens += [("response", text) for text in _words(rng, answer)]
-    return Plan(tokens=tokens, natural_end=limit is None)
+    return Plan(tokens=tokens, natural_end=natural_end)
 
 
 def _words(rng, count):

@@ -27,6 +27,7 @@ class RequestRecord:
     finished: bool = False
     fault: str = "none"
     tokens: int = 0
+    tokens_per_second: float = 0.0  # the speed this request was paced at (before per-token jitter)
 
 
 def _texts(chunk):

@@ -3,7 +3,7 @@
 import random
 import time
 
-from simulator import catalog, faults, generation, gojson, parsing
+from simulator import catalog, faults, generation, gojson, lengths, parsing
 from simulator.gojson import RequestError
 
 _POLL = 0.05  # how often a long wait checks whether the client hung up
@@ -28,6 +28,7 @@ class Session:
         self.fault = record.fault
         self.started = time.monotonic()
         self.pace = None
+        self.speed = sim.tokens_per_second  # this request's tokens per second, drawn before sampling
         self.holding = None  # (model key, keep_alive) while this request uses a loaded model
 
     def run(self, raw):
@@ -115,7 +116,7 @@ class Session:
 
     def _sample(self, ask, out):
         """Pace and send the tokens; return (eval_count, done_reason or None, answer tokens)."""
-        plan = generation.plan(ask, self._seed(ask), self.sim.default_tokens,
+        plan = generation.plan(ask, self._seed(ask), self._draw(ask),
                                think=ask.think or self.fault == "thinking")
         emitter = generation.Emitter(ask.options.get("stop") or [], merge=self.fault == "merged")
         self.pace = random.Random(f"pace\x00{self.sim.seed}\x00{ask.text}")
@@ -130,6 +131,9 @@ class Session:
                 return sampled, "stop", answer
             if sampled == cut and self._interrupt(out):
                 return sampled, None, answer
+        if plan.natural_end:
+            # Sampling the EOS takes a step too, so eval_count / eval_duration stays the true speed.
+            self.pause(self._interval())
         for piece in emitter.flush():
             out.send(text=piece)
         # The old Go runner also counts the EOS token it sampled (OLLAMA.md section 6).
@@ -149,14 +153,35 @@ class Session:
             self.wire.drop()
         return self.fault in ("error_midstream", "eof", "drop")
 
+    def _draw(self, ask):
+        """Set this request's speed and return its natural answer length (None: until num_predict)."""
+        sim = self.sim
+        model = catalog.key(ask.model)
+        rng = random.Random(f"draw\x00{sim.seed}\x00{model}\x00{ask.text}\x00{sim.next_draw()}")
+        spread = min(max(sim.speed_spread, 0.0), 0.99)
+        self.speed = sim.tokens_per_second * (1.0 + rng.uniform(-spread, spread))
+        sim.recorder.update(self.record, tokens_per_second=self.speed)
+        if sim.lengths == "fixed":
+            return generation.fixed_length(ask, sim.default_tokens)
+        seed = _option_seed(ask)
+        if seed is not None:  # like a fixed seed at temperature > 0: the same answer every time
+            rng = random.Random(f"length\x00{seed}\x00{model}\x00{ask.text}")
+        return lengths.draw(ask.model, ask.text, rng)
+
     def _interval(self):
         jitter = min(max(self.sim.jitter, 0.0), 0.99)
-        return (1.0 + self.pace.uniform(-jitter, jitter)) / self.sim.tokens_per_second
+        return (1.0 + self.pace.uniform(-jitter, jitter)) / self.speed
 
     def _seed(self, ask):
-        seed = ask.options.get("seed")
-        is_number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
-        return int(seed) if is_number and seed != -1 else self.sim.seed
+        seed = _option_seed(ask)
+        return self.sim.seed if seed is None else seed
+
+
+def _option_seed(ask):
+    """options.seed when the request fixes one (not -1), else None."""
+    seed = ask.options.get("seed")
+    is_number = isinstance(seed, (int, float)) and not isinstance(seed, bool)
+    return int(seed) if is_number and seed != -1 else None
 
 
 def _emit(channel, text, emitter, out):

@@ -1,5 +1,7 @@
 """The Ollama simulator speaks OLLAMA.md's wire format, faults included."""
 import json
+import math
+import random
 import re
 import socket
 import threading
@@ -8,7 +10,9 @@ import time
 import pytest
 import requests
 
-from simulator import FAULTS, Simulator, generation, gojson
+from simulator import FAULTS, Simulator, generation, gojson, lengths
+from simulator import __main__ as cli
+from simulator.scheduler import Scheduler
 
 GENERATE_KEYS = {"model", "created_at", "response", "done"}
 FINAL_KEYS = {"model", "created_at", "response", "done", "done_reason", "context", "total_duration",
@@ -475,3 +479,195 @@ def test_health_tags_version_ps_and_router_errors(ollama):
     wrong = requests.get(ollama.url + "/api/generate", timeout=5)
     assert (wrong.status_code, wrong.text) == (405, "405 method not allowed")
     assert ollama.requests == [ollama.requests[0]]  # only the one generate is recorded
+
+
+# Realistic lengths and timings, for ETA estimators.
+
+PLAIN = "Why is the sky blue?"
+ONE_WORD = "Answer in one word: what colour is the sky?"
+ESSAY = "Write an essay on why the sky is blue."
+
+
+@pytest.fixture
+def realistic():
+    """Realistic lengths with no pacing at all (infinite speeds), so many long answers are quick."""
+    with Simulator(tokens_per_second=math.inf, prompt_eval_rate=math.inf, lengths="realistic") as sim:
+        yield sim
+
+
+def whole(sim, prompt, model="qwen2.5:0.5b", **fields):
+    """One stream:false generate; returns its final object."""
+    body = {"model": model, "prompt": prompt, "stream": False, **fields}
+    response = requests.post(sim.url + "/api/generate", json=body, timeout=10)
+    assert response.status_code == 200
+    return response.json()
+
+
+def natural_lengths(sim, prompt, n, model="qwen2.5:0.5b"):
+    """The answer lengths of n requests that ended by themselves (eval_count counts the EOS)."""
+    finals = [whole(sim, prompt, model) for _ in range(n)]
+    assert {final["done_reason"] for final in finals} == {"stop"}
+    return sorted(final["eval_count"] - 1 for final in finals)
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def test_fixed_lengths_and_steady_speed_are_the_default():
+    sim = Simulator()
+    assert sim.lengths == "fixed" and sim.speed_spread == 0.0 and sim.keep_alive == 300.0
+    assert Simulator(lengths="realistic").speed_spread == 0.2
+    with pytest.raises(ValueError):
+        Simulator(lengths="random")
+
+
+def test_realistic_lengths_follow_prompt_hints(realistic):
+    one_word = natural_lengths(realistic, ONE_WORD, 40)
+    plain = natural_lengths(realistic, PLAIN, 40)
+    essay = natural_lengths(realistic, ESSAY, 40)
+    assert median(one_word) <= 4 and 40 <= median(plain) <= 90 and 150 <= median(essay) <= 320
+    assert 10 * median(one_word) < median(plain) and 2.5 * median(plain) < median(essay)
+    assert 1.6 <= plain[32] / plain[8] <= 3.5  # p80/p20 of a lognormal with sigma ln 1.6 is about 2.2
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    (PLAIN, 250),
+    (ONE_WORD, 2),
+    ("Yes or no: is water wet?", 2),
+    ("In one sentence, why is the sky blue?", 25),
+    ("Briefly, why is the sky blue?", 88),
+    ("Describe Rust in a few words.", 88),
+    ("tl;dr of general relativity", 88),
+    ("Give me a list of 5 startup ideas.", 100),
+    ("Five ideas for a birthday party", 100),
+    ("Top 10 films of 2020", 200),
+    ("Explain in detail why the sky is blue.", 500),
+    ("Step by step, how do I bake bread?", 500),
+    (ESSAY, 875),
+    ("A long, comprehensive guide to Rust", 875),
+    ("How long is a day on Mars?", 250),  # "how long" asks nothing of the answer's length
+])
+def test_each_hint_moves_the_median(prompt, expected):
+    assert lengths.median("llama3.2", prompt) == pytest.approx(expected, rel=0.1, abs=0.5)
+    rng = random.Random(5)
+    draws = sorted(lengths.draw("llama3.2", prompt, rng) for _ in range(200))
+    assert median(draws) == pytest.approx(expected, rel=0.2, abs=1)
+    assert 1.8 <= draws[160] / draws[40] <= 2.8 or expected < 5  # few-token answers round coarsely
+
+
+def test_each_model_has_its_own_habit():
+    assert [lengths.model_median(name) for name in ("llama3.2", "llama3.2:latest", "qwen2.5:0.5b",
+                                                     "deepseek-r1:1.5b")] == [250, 250, 60, 180]
+    other = lengths.model_median("mistral:7b")
+    assert 60 <= other <= 300 and other == lengths.model_median("Mistral:7b")
+    assert lengths.median("qwen2.5:0.5b", ESSAY) == pytest.approx(3.5 * 60)
+
+
+def test_realistic_draws_repeat_per_run_and_options_seed_fixes_them():
+    def run(sim_seed, options=None):
+        with Simulator(tokens_per_second=math.inf, prompt_eval_rate=math.inf, lengths="realistic",
+                       seed=sim_seed) as sim:
+            return [whole(sim, PLAIN, options=options or {})["eval_count"] for _ in range(6)]
+
+    first = run(0)
+    assert run(0) == first  # reproducible run
+    assert len(set(first)) > 3  # yet a repeated prompt varies, like sampling with temperature
+    assert run(1) != first
+    fixed = run(0, {"seed": 7})
+    assert len(set(fixed)) == 1 and run(1, {"seed": 7}) == fixed
+    assert len(set(run(0, {"seed": -1}))) > 3  # -1 means "no seed"
+
+
+def test_num_predict_cuts_a_long_realistic_answer(realistic):
+    response, chunks = generate(realistic, prompt=ESSAY, options={"num_predict": 30})
+    final = chunks[-1]
+    assert final["done_reason"] == "length" and final["eval_count"] == 30 and len(chunks) == 31
+    assert realistic.requests[0].tokens == 30
+
+
+def test_a_realistic_answer_below_num_predict_stops_by_itself(realistic):
+    final = whole(realistic, ONE_WORD, options={"num_predict": 50})
+    record = realistic.requests[0]
+    assert final["done_reason"] == "stop" and final["eval_count"] == record.tokens + 1 <= 50
+    thinking = whole(realistic, ONE_WORD, "deepseek-r1:1.5b", think=True, options={"num_predict": 50})
+    record = realistic.requests[1]
+    assert thinking["done_reason"] == "stop" and thinking["eval_count"] == record.tokens + 1 < 20
+    assert record.thinking and record.text
+
+
+def test_realistic_speed_differs_between_requests():
+    with Simulator(tokens_per_second=400.0, jitter=0.0, lengths="realistic") as sim:
+        finals = [generate(sim, prompt=ESSAY, options={"num_predict": 25})[1][-1] for _ in range(5)]
+        short = generate(sim, prompt=ONE_WORD)[1][-1]
+        drawn = [record.tokens_per_second for record in sim.requests]
+    # Sampling the EOS takes its step too, so even a two-token answer shows its true speed.
+    assert short["done_reason"] == "stop" and short["eval_count"] / short["eval_duration"] * 1e9 <= drawn.pop()
+    rates = [final["eval_count"] / final["eval_duration"] * 1e9 for final in finals]
+    assert all(320 <= speed <= 480 for speed in drawn) and len(set(drawn)) == 5
+    assert max(drawn) / min(drawn) > 1.15
+    assert all(rate <= speed * 1.02 for rate, speed in zip(rates, drawn, strict=True))  # paced, never faster
+    assert max(rates) / min(rates) > 1.1
+
+
+def test_fixed_mode_keeps_a_steady_speed(ollama):
+    for _ in range(3):
+        generate(ollama, options={"num_predict": 3})
+    assert {record.tokens_per_second for record in ollama.requests} == {2000.0}
+
+
+def test_keep_alive_expiry_makes_the_next_request_cold():
+    with Simulator(tokens_per_second=2000.0, load_delay=0.05, keep_alive=60) as sim:
+        later = 0.0
+        sim.scheduler.clock = lambda: time.monotonic() + later  # jump ahead instead of sleeping
+
+        def load_duration(**fields):
+            return generate(sim, options={"num_predict": 2}, **fields)[1][-1].get("load_duration", 0)
+
+        assert load_duration() >= 0.05e9  # first use
+        assert load_duration() < 0.04e9  # warm
+        left = sim.scheduler.loaded()["llama3.2:latest"]
+        assert 59 < left <= 60  # the simulator's keep_alive, as the request sent none
+        later = 61.0
+        assert load_duration(keep_alive="10m") >= 0.05e9  # expired: cold again
+        later = 122.0
+        assert load_duration() < 0.04e9  # the request's 10m outlives the server default
+
+
+def test_load_delay_range_draws_each_cold_load():
+    def loads(seed):
+        scheduler = Scheduler(load_delay=(0.0, 3.0), keep_alive=0, seed=seed)
+        waits = []
+        for _ in range(20):
+            scheduler.acquire("m", waits.append)
+            scheduler.release("m", None)  # keep_alive 0: the next acquire loads again
+        return waits
+
+    waits = loads(0)
+    assert len(waits) == 20 and all(0.0 <= wait <= 3.0 for wait in waits)
+    assert max(waits) - min(waits) > 1.5 and len(set(waits)) == 20
+    assert loads(0) == waits and loads(1) != waits
+    warm = Scheduler(load_delay=(1.0, 2.0), keep_alive=-1)
+    pauses = []
+    for _ in range(3):
+        warm.acquire("m", pauses.append)
+        warm.release("m", None)
+    assert len(pauses) == 1 and math.isinf(warm.loaded()["m"])  # negative keep_alive: forever
+
+
+def test_simulator_accepts_a_load_delay_range():
+    with Simulator(tokens_per_second=2000.0, load_delay=(0.02, 0.04)) as sim:
+        final = generate(sim, options={"num_predict": 2})[1][-1]
+    assert 0.02e9 <= final["load_duration"] < 0.5e9
+
+
+def test_cli_defaults_to_realistic_lengths_and_parses_ranges():
+    args = cli.parse_args([])
+    assert (args.lengths, args.speed_spread, args.keep_alive, args.load_delay) == ("realistic", 0.2, 300.0, 1.5)
+    args = cli.parse_args(["--lengths", "fixed", "--load-delay", "0-3", "--keep-alive", "1h30m",
+                           "--speed-spread", "0"])
+    assert (args.lengths, args.load_delay, args.keep_alive, args.speed_spread) == ("fixed", (0.0, 3.0), 5400.0, 0)
+    assert cli.parse_args(["--keep-alive", "-1"]).keep_alive == -1
+    for bad in (["--load-delay", "soon"], ["--keep-alive", "soon"], ["--lengths", "random"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(bad)
