@@ -47,8 +47,8 @@ accesslog = "-"
 errorlog = "-"
 logconfig_dict = _logs["dict_config"](
     _setting("LOG_LEVEL", "INFO", lambda value: _logs["level_problem"](value.upper())).upper())
-# gunicorn refuses longer request lines and header fields itself, with a plain-text answer; its
-# limits are set above the app's (webapp/web/body.py), so the app answers first, in JSON under /api/.
+# gunicorn refuses longer request lines and header fields itself, with its own small HTML page; its
+# limits are set above the app's (webapp/web/limits.py), so the app answers first, in JSON under /api/.
 limit_request_line = 8190
 limit_request_field_size = 16380
 

@@ -18,6 +18,10 @@ def create_app(config=None):
     limits.register(app)
     ratelimit.init_app(app)
     watch.init_app(app)
+    # Flask adds its static route before any setting is read: PROVIDE_AUTOMATIC_OPTIONS missed it.
+    for rule in app.url_map.iter_rules("static"):
+        rule.methods.discard("OPTIONS")
+        rule.provide_automatic_options = False
     if app.config["PROXY_HOPS"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_HOPS"], x_proto=1)
     return app

@@ -30,7 +30,8 @@ def _storable(field, value):
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInput(field, "contains characters that are not valid Unicode") from None
+        raise InvalidInput(field, "contains a lone surrogate (\\ud800 to \\udfff), which is not valid Unicode; "
+                                  "remove it or send the whole pair") from None
     return value
 
 
