@@ -20,6 +20,27 @@ def row(job_id):
     return db.session.execute(sa.select(Job).where(Job.job_id == job_id)).scalar_one()
 
 
+def run_next(app, worker_id="w1", **run_options):
+    """Claim the next job and run it to its end, in this thread; returns its row."""
+    from webapp import queue
+    from webapp.worker.run import Run
+
+    job = queue.claim(worker_id, app.config["LEASE_SECONDS"])
+    assert job is not None, "nothing to claim"
+    Run(app, job, worker_id, **run_options).run()
+    return row(job.job_id)
+
+
+def highest(low, high):
+    """The back-off's random draw at its top: the longest wait."""
+    return high
+
+
+def lowest(low, high):
+    """The back-off's random draw at its bottom: no wait at all."""
+    return low
+
+
 class WorkerThread:
     """A real Worker serving in a thread until stopped (tests' stand-in for `python worker.py`)."""
 

@@ -1,5 +1,6 @@
 """Real processes for end-to-end tests: gunicorn with the gevent worker, and `python worker.py`."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+READY = re.compile(r"worker (\S+): up to \d+ jobs at once")  # the worker's first line
 
 
 def free_port():
@@ -23,13 +25,37 @@ class Process:
     def __init__(self, args, env):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="livegen-", suffix=".log", delete=False)
         full_env = {**os.environ, "SECRET_KEY": "test-secret", "PYTHONUNBUFFERED": "1", **env}
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self):
+        return self.proc.pid
 
     def output(self):
         self.log.flush()
-        with open(self.log.name) as log:
+        with open(self.log.name, errors="replace") as log:
             return log.read()
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout):
+        """The exit code; an AssertionError (with the output) if it still runs after `timeout`."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pid {self.pid} still running after {timeout} s:\n{self.output()}") from None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self):
+        """Remove the output file (after a last look at it)."""
+        self.log.close()
+        os.unlink(self.log.name)
 
     def stop(self, sig=15, timeout=30):
         if self.proc.poll() is None:
@@ -48,8 +74,7 @@ class Process:
         self.stop()
         if exc[0] is not None:
             sys.stderr.write(self.output()[-4000:])
-        self.log.close()
-        os.unlink(self.log.name)
+        self.close()
 
 
 class Gunicorn(Process):
@@ -81,9 +106,23 @@ class Gunicorn(Process):
 
 
 class WorkerProcess(Process):
+    """`python worker.py`, configured only through the environment, as in production."""
+
     def __init__(self, database_url, ollama_url, **env):
         super().__init__([sys.executable, "worker.py"],
                          {"DATABASE_URL": database_url, "OLLAMA_URL": ollama_url, **env})
+
+    def wait_ready(self, timeout=20):
+        """Until the worker has logged that it serves; returns its worker id."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = READY.search(self.output())
+            if ready:
+                return ready.group(1)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.02)
+        raise AssertionError(f"worker not ready in {timeout} s:\n{self.output()}")
 
 
 def read_events(response):

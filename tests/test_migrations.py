@@ -4,6 +4,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import DROP_ALL, make_app, migrate, run_sql
+from flask_migrate import downgrade
 
 from webapp.extensions import db
 
@@ -14,7 +15,7 @@ CONTRACT_COLUMNS = {"job_id", "status", "progress_percentage", "current_tokens",
                     "completion_tokens", "total_tokens", "error_message", "prompt", "model",
                     "created_at", "started_at", "completed_at"}
 DESIGN_COLUMNS = {"id", "result", "attempts", "worker_id", "lease_until", "run_after", "version",
-                  "cancel_requested", "options", "phase"}
+                  "cancel_requested", "options", "phase", "last_error"}
 
 
 @pytest.fixture
@@ -41,6 +42,26 @@ def test_upgrade_from_empty_matches_the_models(empty_url):
     assert indexes["ix_jobs_claim"] == ["status", "run_after", "id"]
     assert indexes["ix_jobs_lease"] == ["status", "lease_until"]
     assert drift == [], f"models and migrations differ: {drift}"
+
+
+def _columns(url):
+    app = make_app(url)
+    with app.app_context():
+        names = {c["name"] for c in sa.inspect(db.engine).get_columns("ai_generation_jobs")}
+        db.engine.dispose()
+    return names
+
+
+@both_backends
+def test_last_error_migration_goes_down_and_up_again(empty_url):
+    migrate(empty_url)
+    app = make_app(empty_url)
+    with app.app_context():
+        downgrade(revision="0001")
+        db.engine.dispose()
+    assert "last_error" not in _columns(empty_url) and "error_message" in _columns(empty_url)
+    migrate(empty_url)
+    assert "last_error" in _columns(empty_url)
 
 
 def test_release_command_migrates(tmp_path):

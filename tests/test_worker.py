@@ -1,4 +1,5 @@
 """The worker against the simulator: a job streams to completion, and each fault ends where it should."""
+import threading
 import time
 from datetime import timedelta
 
@@ -6,22 +7,15 @@ import pytest
 import sqlalchemy as sa
 
 from webapp import queue
+from webapp.config import from_env
 from webapp.extensions import db
 from webapp.models import Job, utcnow
+from webapp.worker.loop import RELEASE_WAIT
 from webapp.worker.run import Run, backoff
 
-from helpers import WorkerThread, both_backends, row
+from helpers import WorkerThread, both_backends, highest, lowest, row, run_next
 
 API = "/api/v1/ai/generation"
-
-
-def run_next(app, worker_id="w1"):
-    """Claim the next job and run it to its end, in this thread."""
-    job = queue.claim(worker_id, app.config["LEASE_SECONDS"])
-    assert job is not None, "nothing to claim"
-    run = Run(app, job, worker_id)
-    run.run()
-    return row(job.job_id)
 
 
 def enqueue(prompt="Write a haiku", **options):
@@ -86,12 +80,11 @@ def test_expected_length_comes_from_this_models_history(app, sim):
     assert run.expected_fields == {"expected_tokens": 40, "progress_is_estimate": True}
 
 
-def test_thinking_chunks_show_the_phase_but_not_in_the_text(app, sim):
+def test_thinking_chunks_show_the_phase_but_not_in_the_text(app, sim, monkeypatch):
     app.config["OLLAMA_URL"] = sim.url
     sim.set_fault("thinking")
-    enqueue()
-    job = queue.claim("w1", 30)
-    run = Run(app, job, "w1")
+    sim.tokens_per_second = 40.0  # 8 thoughts take 0.2 s: several 0.05 s progress writes see them
+    enqueue(num_predict=16)
     phases = []
     original = queue.heartbeat
 
@@ -99,17 +92,15 @@ def test_thinking_chunks_show_the_phase_but_not_in_the_text(app, sim):
         phases.append(fields.get("phase"))
         return original(*args, **fields)
 
-    queue.heartbeat = spy
-    try:
-        run.run()
-    finally:
-        queue.heartbeat = original
-    done = row(job.job_id)
+    monkeypatch.setattr(queue, "heartbeat", spy)
+    done = run_next(app)
     record = sim.requests[0]
     assert done.status == "completed" and done.result == record.text
     thoughts = "".join(c.get("thinking", "") for c in record.chunks)
     assert thoughts and thoughts not in done.result
     assert done.completion_tokens == record.final["eval_count"]
+    assert "thinking" in phases and "generating" in phases, phases
+    assert "thinking" not in phases[phases.index("generating"):], "went back to thinking"
 
 
 def test_merged_chunks_still_give_ollamas_token_count(app, sim):
@@ -139,7 +130,8 @@ def test_client_errors_fail_at_once_with_ollamas_message(app, sim, fault, words)
     enqueue()
     done = run_next(app)
     assert done.status == "failed" and done.attempts == 1
-    assert words in done.error_message and "llama3.2" in done.error_message
+    assert words in done.error_message and "model 'llama3.2'" in done.error_message
+    assert done.error_message.endswith(".") and "Tried" not in done.error_message
 
 
 @pytest.mark.parametrize(("fault", "words"), [
@@ -154,32 +146,35 @@ def test_transient_faults_retry_with_backoff_then_fail_naming_the_tries(app, sim
     app.config.update(OLLAMA_URL=sim.url, OLLAMA_READ_TIMEOUT=0.5, MAX_ATTEMPTS=2)
     sim.set_fault(fault)
     job = enqueue()
-    first = run_next(app)
+    before = utcnow()
+    first = run_next(app, rand=highest)  # the longest back-off after attempt 1: 2 s * 2**1
     assert first.status == "queued" and first.attempts == 1 and first.worker_id is None
-    assert words in first.error_message and "attempt 2 of 2" in first.error_message
-    assert first.run_after >= utcnow() - timedelta(seconds=1)
-    assert queue.claim("w1", 30) is None or first.run_after <= utcnow()
+    assert words in first.last_error and first.last_error.endswith(".")
+    assert first.error_message == f"{first.last_error} Trying again in 4 s (attempt 2 of 2)."
+    assert before + timedelta(seconds=4) <= first.run_after <= utcnow() + timedelta(seconds=4)
+    assert queue.claim("w1", 30) is None, "claimed before its back-off was over"
     _make_runnable(job.id)
     second = run_next(app)
     assert second.status == "failed" and second.attempts == 2
-    assert words in second.error_message and "tried 2 times" in second.error_message
+    assert words in second.error_message and second.error_message.endswith(". Tried 2 times.")
 
 
 def test_connection_refused_is_retried(app):
     app.config["MAX_ATTEMPTS"] = 1  # OLLAMA_URL points at port 9, where nothing listens
     enqueue()
     done = run_next(app)
-    assert done.status == "failed" and "connection refused" in done.error_message
+    assert done.status == "failed" and done.error_message.endswith("(connection refused). Tried once.")
 
 
 def test_a_job_retried_after_a_fault_completes(app, sim):
     app.config["OLLAMA_URL"] = sim.url
     sim.set_fault("eof", times=1)
-    job = enqueue(num_predict=10)
-    assert run_next(app).status == "queued"
-    _make_runnable(job.id)
+    enqueue(num_predict=10)
+    retrying = run_next(app, rand=lowest)  # no back-off: runnable at once
+    assert retrying.status == "queued" and "Trying again in under a second" in retrying.error_message
     done = run_next(app)
     assert done.status == "completed" and done.attempts == 2 and done.result == sim.requests[1].text
+    assert done.error_message is None
 
 
 def _make_runnable(pk):
@@ -189,9 +184,15 @@ def _make_runnable(pk):
 
 
 def test_backoff_is_full_jitter_capped():
-    assert backoff(3, rand=lambda low, high: high) == 16.0
-    assert backoff(20, rand=lambda low, high: high) == 600.0
-    assert backoff(3, rand=lambda low, high: low) == 0
+    assert backoff(3, rand=lambda low, high: (low, high)) == (0, 16.0)  # the whole range is drawn from
+    assert backoff(3, rand=highest) == 16.0
+    assert backoff(20, rand=highest) == 600.0
+    assert backoff(3, rand=lowest) == 0
+
+
+def test_with_the_default_grace_the_drain_ends_before_a_paas_kills_at_30_s(tmp_path):
+    grace = from_env({}, str(tmp_path))["SHUTDOWN_GRACE"]
+    assert grace + RELEASE_WAIT < 30  # the drain's one deadline: grace, then releases
 
 
 def test_a_cancel_flag_keeps_a_requeued_job_from_running_again(app):
@@ -205,14 +206,17 @@ def test_a_cancel_flag_keeps_a_requeued_job_from_running_again(app):
 
 
 def test_cancel_while_the_model_loads_ends_at_once(app, sim):
-    import threading
-
     app.config["OLLAMA_URL"] = sim.url
     sim.load_delay = 3.0
     job = enqueue()
     claimed = queue.claim("w1", 30)
     run = Run(app, claimed, "w1")
-    thread = threading.Thread(target=lambda: app.app_context().push() or run.run())
+
+    def serve():
+        with app.app_context():
+            run.run()
+
+    thread = threading.Thread(target=serve)
     thread.start()
     queue.request_cancel(claimed)
     started = time.monotonic()

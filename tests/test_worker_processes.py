@@ -6,13 +6,9 @@ Timestamps are backdated instead of waited out, and waits poll a condition with 
 only fixed pauses order two signals, or a signal and an insert, that have no visible effect.
 """
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -23,85 +19,33 @@ from webapp.extensions import db
 from webapp.models import Job, utcnow
 
 from helpers import WorkerThread, both_backends, row
+from servers import WorkerProcess
 
 API = "/api/v1/ai/generation"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MYSQL_ONLY = pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql)],
                                      indirect=True)
 
 
 # --- worker subprocesses -------------------------------------------------------------------------
-class WorkerProcess:
-    """One `python worker.py`, configured by environment variables, stderr captured to a file."""
-
-    def __init__(self, log_path, env):
-        self.log_path = log_path
-        self.env = env
-        self.proc = None
-
-    def start(self):
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "worker.py"], cwd=REPO_ROOT, env=self.env,
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def log(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_ready(self, timeout=20):
-        """Until the worker has logged that it serves; returns its worker id."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.log().splitlines():
-                if "jobs at once" in line:  # "worker <id>: up to N jobs at once"
-                    return line.split("worker ", 1)[1].split(": up to", 1)[0]
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"worker not ready in {timeout} s:\n{self.log()}")
-
-    def signal(self, signum):
-        os.kill(self.proc.pid, signum)
-
-    def wait(self, timeout):
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"worker {self.pid} still running after {timeout} s:\n{self.log()}") from None
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def spawn(database_url, tmp_path):
+def spawn(database_url):
     """spawn(ollama_url, **settings) starts a worker process; all are killed at teardown."""
     started = []
 
     def start(ollama_url, **settings):
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("OLLAMA_HOST", "LIVEGEN_SIMULATOR", "DATABASE_URL")}
-        env.update({"DATABASE_URL": database_url, "OLLAMA_URL": ollama_url, "PROGRESS_INTERVAL": "0.1",
-                    "WORKER_CONCURRENCY": "2", "LEASE_SECONDS": "30", "SHUTDOWN_GRACE": "5",
-                    "MAX_ATTEMPTS": "3", "SECRET_KEY": "test-secret", "OLLAMA_READ_TIMEOUT": "60",
-                    "PYTHONUNBUFFERED": "1"})
+        env = {"PROGRESS_INTERVAL": "0.1", "WORKER_CONCURRENCY": "2", "LEASE_SECONDS": "30",
+               "SHUTDOWN_GRACE": "5", "MAX_ATTEMPTS": "3", "OLLAMA_READ_TIMEOUT": "60"}
         env.update({key: str(value) for key, value in settings.items()})
-        worker = WorkerProcess(tmp_path / f"worker-{len(started) + 1}.log", env)
+        worker = WorkerProcess(database_url, ollama_url, **env)
         started.append(worker)
-        return worker.start()
+        return worker
 
     yield start
     for worker in started:
         worker.kill()
     for worker in started:  # shown by pytest only when the test failed
-        print(f"----- worker pid {worker.pid} (exit {worker.proc.returncode}) -----\n{worker.log()}")
+        print(f"----- worker pid {worker.pid} (exit {worker.proc.returncode}) -----\n{worker.output()}")
+        worker.close()
 
 
 # --- database helpers ----------------------------------------------------------------------------
@@ -175,7 +119,7 @@ def test_200_jobs_over_3_worker_processes_each_run_exactly_once(app, sim, spawn)
     wait_until(all_done, 45, "200 jobs to complete", interval=0.01)
 
     records = sim.requests
-    logs = "\n".join(w.log() for w in workers)
+    logs = "\n".join(w.output() for w in workers)
     assert len(records) == 200, f"{len(records)} generate requests for 200 jobs"
     by_prompt = {}
     for record in records:
@@ -218,7 +162,7 @@ def test_sigkilled_worker_job_is_retaken_after_its_lease_with_attempt_2(app, spa
                             "the job to end in worker 2")
         records = sim2.wait_for(lambda rs: len(rs) >= 2 and all(r.finished for r in rs), 10)
 
-    assert "recovered 1 job(s)" in second.log() and "Traceback" not in second.log()
+    assert "recovered 1 job(s)" in second.output() and "Traceback" not in second.output()
     assert (done.status, done.attempts, done.worker_id) == ("completed", 2, None)
     assert len(records) == 2 and all(r.body["prompt"] == job.prompt for r in records)
     killed, rerun = records
@@ -274,7 +218,7 @@ def test_sigterm_short_grace_releases_the_stalled_job_and_claims_nothing_new(app
     code = worker.wait(15)
     took = time.monotonic() - term_at
 
-    assert code == 0, worker.log()
+    assert code == 0, worker.output()
     assert 0.9 <= took < 10, f"exited {took:.1f} s after SIGTERM with a 1 s grace"
     released = fresh(stalled.job_id)
     assert (released.status, released.worker_id, released.attempts) == ("queued", None, 0)
@@ -284,6 +228,33 @@ def test_sigterm_short_grace_releases_the_stalled_job_and_claims_nothing_new(app
     assert untouched.version == 1
     records = sim.wait_for(lambda rs: rs and rs[0].finished, 5)
     assert len(records) == 1 and records[0].body["prompt"] == stalled.prompt
+    assert records[0].client_closed and records[0].final is None
+
+
+# --- SIGTERM while Ollama is still loading the model ---------------------------------------------
+@both_backends
+def test_sigterm_during_a_model_load_releases_the_job_and_exits_soon_after_the_grace(app, sim, spawn):
+    sim.load_delay = 120.0  # far past the grace: the job's thread stays blocked waiting for headers
+    job = enqueue("Wait for the model", num_predict=5)
+    worker = spawn(sim.url, SHUTDOWN_GRACE=1)
+    worker.wait_ready()
+    sim.wait_for_requests(1, 10)
+    loading = wait_for_row(job.job_id, lambda j: j.status == "processing", 10, "the claim")
+    assert (loading.phase, loading.attempts) == ("waiting_model", 1)
+
+    worker.signal(signal.SIGTERM)
+    term_at = time.monotonic()
+    code = worker.wait(15)
+    took = time.monotonic() - term_at
+
+    assert code == 0, worker.output()
+    assert 0.9 <= took < 1 + 3, f"exited {took:.1f} s after SIGTERM with a 1 s grace"
+    released = fresh(job.job_id)
+    assert (released.status, released.worker_id, released.attempts) == ("queued", None, 0)
+    assert released.lease_until is None and released.error_message is None
+    assert f"job {job.id}: released to the queue" in worker.output()
+    assert "Traceback" not in worker.output()
+    records = sim.wait_for(lambda rs: rs[0].finished, 5)  # the load was abandoned, not waited out
     assert records[0].client_closed and records[0].final is None
 
 
@@ -301,9 +272,9 @@ def test_two_sigterms_still_let_the_running_job_finish(app, spawn):
         code = worker.wait(15)
         records = sim2.wait_for(lambda rs: rs and rs[0].finished, 5)
 
-    assert code == 0, worker.log()
-    assert "already stopping" in worker.log()  # the second signal did arrive
-    assert "Traceback" not in worker.log()
+    assert code == 0, worker.output()
+    assert "already stopping" in worker.output()  # the second signal did arrive
+    assert "Traceback" not in worker.output()
     done = fresh(job.job_id)
     record = records[0]
     assert (done.status, done.attempts) == ("completed", 1)
@@ -357,7 +328,7 @@ def test_cancel_of_a_running_job_stops_the_stream_keeps_the_text_and_never_retri
     assert fresh(job.job_id).status == "cancelled"
     assert [r.body["prompt"] for r in sim.requests] == [job.prompt, sentinel.prompt]
     if worker is not None:  # closing the stream from the ticker greenlet must not crash it
-        assert "Traceback" not in worker.log(), worker.log()
+        assert "Traceback" not in worker.output(), worker.output()
 
 
 @both_backends

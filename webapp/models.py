@@ -58,7 +58,9 @@ class Job(db.Model):
     prompt_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     completion_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     total_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
-    error_message: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    error_message: so.Mapped[str | None] = so.mapped_column(sa.Text)  # the job's state now
+    # Why the previous attempt failed: shown as such while the next one runs.
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     # Queue bookkeeping: attempts, lease (the worker's heartbeat), fencing, cancel, back-off.
     attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)

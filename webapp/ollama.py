@@ -13,13 +13,19 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0
 
 
+def sentence(text):
+    """`text` ending as a sentence: Ollama's own messages often stop mid-air ("unexpected EOF",
+    "progress 0.00 - "), and ours are followed by more sentences ("Trying again in 3 s.")."""
+    text = text.strip().rstrip(" -:;,")
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 class OllamaError(Exception):
     """A generation that did not finish. `retryable` says whether trying again may help."""
 
-    def __init__(self, message, retryable, status=None):
-        super().__init__(message)
+    def __init__(self, message, retryable):
+        super().__init__(sentence(message))
         self.retryable = retryable
-        self.status = status
 
 
 def _error_text(response):
@@ -32,10 +38,10 @@ def _error_text(response):
 
 def _refusal(response, model):
     status = response.status_code
-    message = f"Ollama answered {status}: {_error_text(response)}"
     if status in (400, 404):  # bad request, unknown model: trying again cannot help
-        return OllamaError(f"{message} (model '{model}')", retryable=False, status=status)
-    return OllamaError(message, retryable=True, status=status)
+        return OllamaError(f"Ollama answered {status} for model '{model}': {_error_text(response)}",
+                           retryable=False)
+    return OllamaError(f"Ollama answered {status}: {_error_text(response)}", retryable=True)
 
 
 class Generation:

@@ -85,6 +85,7 @@ def claim(worker_id, lease_seconds):
         # The conditional UPDATE is the arbiter: on SQLite, whoever changes the row won it.
         won = _update((Job.id == job_pk, Job.status == statuses.QUEUED), status=statuses.PROCESSING,
                       phase="waiting_model", worker_id=worker_id, attempts=Job.attempts + 1,
+                      error_message=None,  # a retry's "trying again" note is over; last_error stays
                       started_at=sa.func.coalesce(Job.started_at, now),
                       lease_until=now + timedelta(seconds=lease_seconds))
         if won:
@@ -117,9 +118,11 @@ REQUEUED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_
             "estimated_time_remaining": None}
 
 
-def retry_later(job_pk, worker_id, delay_seconds, message):
-    """Back to the queue after `delay_seconds`, keeping the reason for people to see."""
+def retry_later(job_pk, worker_id, delay_seconds, message, last_error=None):
+    """Back to the queue after `delay_seconds`. `message` is what people see while it waits;
+    `last_error` (the bare reason, default `message`) is shown while the next attempt runs."""
     return _update(_owned(job_pk, worker_id), **REQUEUED, error_message=message,
+                   last_error=last_error or message,
                    run_after=utcnow() + timedelta(seconds=delay_seconds)) == 1
 
 
@@ -152,7 +155,8 @@ def recover_expired(max_attempts):
                       worker_id=None, lease_until=None, phase=None, completed_at=now,
                       error_message="Cancelled.")
     changed += _update((*expired, Job.attempts < max_attempts), **REQUEUED, run_after=now,
-                       error_message="The worker running this job was lost; it was queued again.")
+                       error_message="The worker running this job was lost; it was queued again.",
+                       last_error="The worker running it was lost.")
     # A cancel that came while the job was being put back in the queue.
     changed += _update((Job.status == statuses.QUEUED, Job.cancel_requested.is_(True)), status=statuses.CANCELLED,
                        completed_at=now, error_message="Cancelled.")

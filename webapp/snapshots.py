@@ -10,7 +10,8 @@ def iso(moment):
 
 
 def snapshot(job, position=None):
-    """Everything a client may see of a job (the result only once completed)."""
+    """Everything a client may see of a job (the result only once completed, the previous
+    attempt's error only while it is live)."""
     snap = {
         "job_id": job.job_id,
         "status": job.status,
@@ -39,6 +40,8 @@ def snapshot(job, position=None):
     }
     if job.status == statuses.COMPLETED:
         snap["result"] = job.result
+    if job.status in statuses.LIVE:  # an ended job's own error_message says how it ended
+        snap["last_error"] = job.last_error
     return snap
 
 

@@ -12,9 +12,12 @@ from webapp import queue
 from webapp.extensions import db
 from webapp.worker.run import Run
 
-log = logging.getLogger("livegen.worker")
+log = logging.getLogger(__name__)
 IDLE_POLL = 0.5       # seconds between claim attempts when the queue is empty
 SWEEP_EVERY = 5.0     # seconds between sweeps for jobs whose lease ran out
+# Seconds after the grace for aborted jobs to be released: 20 s grace + 5 s stays under the
+# 30 s after which a PaaS kills the process.
+RELEASE_WAIT = 5.0
 
 
 def new_worker_id():
@@ -97,13 +100,21 @@ class Worker:
                 db.session.remove()
 
     def _drain(self):
-        """Let running jobs finish within the grace period, then give the rest back to the queue."""
-        deadline = time.monotonic() + self.grace
-        for _run, thread in list(self.running.values()):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        """Let running jobs finish within the grace period, then give the rest back to the
+        queue, all within one deadline. A job whose thread is blocked on a model load is
+        released from here (see Run.shut_down): its thread is not waited for."""
+        self._join(self.running.values(), time.monotonic() + self.grace)
+        deadline = time.monotonic() + RELEASE_WAIT
+        releasing = []
         for run, thread in list(self.running.values()):
             if thread.is_alive():
                 log.info("job %s: grace period over; releasing it to the queue", run.pk)
-                run.abort("shutdown")
-                thread.join(10)
+                if not run.shut_down(give_up_at=deadline):
+                    releasing.append((run, thread))
+        self._join(releasing, deadline)
         log.info("worker %s: stopped", self.worker_id)
+
+    @staticmethod
+    def _join(runs, deadline):
+        for _run, thread in list(runs):
+            thread.join(max(0.0, deadline - time.monotonic()))

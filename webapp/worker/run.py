@@ -1,5 +1,6 @@
 """Runs one claimed job: streams it from Ollama, writes fenced progress, finishes it or retries it."""
 import logging
+import math
 import random
 import threading
 import time
@@ -14,6 +15,7 @@ from webapp.progress import Meter, estimate_tokens, expected_tokens, final_speed
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 600.0
+LOG_EVERY = 5.0  # seconds between a running job's progress lines in the worker's log
 
 
 def backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, rand=random.uniform):
@@ -24,8 +26,9 @@ def backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, rand=random.uniform):
 class Run:
     """One job from claim to final write. The stream is read here; a ticker thread writes."""
 
-    def __init__(self, app, job, worker_id, clock=time.monotonic):
+    def __init__(self, app, job, worker_id, clock=time.monotonic, rand=random.uniform):
         self.app, self.worker_id, self.clock = app, worker_id, clock
+        self.rand = rand  # the back-off's random draw
         self.pk, self.model, self.attempts = job.id, job.model, job.attempts
         self.body = {"model": job.model, "prompt": job.prompt, "options": job.options or {},
                      "stream": True, **({"system": job.system} if job.system else {})}
@@ -41,6 +44,8 @@ class Run:
         self.wake = threading.Event()  # the first token, or the end: write without waiting
         self.ticking = True
         self.stop_reason = None  # "cancelled", "lost" or "shutdown"
+        self.ended = False  # the final write is done (by the drain or a cancel, if the model loads)
+        self.logged_at = self.meter.started
         self.generation = Generation(self.config["OLLAMA_URL"], self.body,
                                      read_timeout=self.config["OLLAMA_READ_TIMEOUT"])
 
@@ -96,6 +101,7 @@ class Run:
         """One fenced write; False when the database did not take it."""
         with self.lock:
             fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra}
+        self._log_progress(fields)
         try:
             ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"], **fields)
             if not ours and self.ticking:
@@ -106,38 +112,85 @@ class Run:
             return False
         return True
 
+    def _log_progress(self, fields):
+        """A line every LOG_EVERY seconds (on the run's clock): someone tailing the worker's log
+        sees each job move, or sit waiting for its model."""
+        now = self.clock()
+        if now - self.logged_at < LOG_EVERY:
+            return
+        self.logged_at = now
+        log.info("job %s: %d tokens | %.1f tok/s | %.0f%% | %.1f s elapsed | %s", self.pk,
+                 fields["current_tokens"], fields["tokens_per_second"], fields["progress_percentage"],
+                 fields["elapsed_time"] / 1000, fields["phase"])
+
     def _stop(self, cancelled):
         """The job is no longer ours to run: cancelled, or taken by the sweep or another worker."""
         self.stop_reason = "cancelled" if cancelled else "lost"
         log.info("job %s: %s; closing the Ollama stream", self.pk, self.stop_reason)
-        loading = self.generation.waiting_for_headers
-        self.abort()
+        loading = self.abort()
         if cancelled and loading:
-            # Ollama sends nothing until the model is loaded, which can take minutes: say
-            # "cancelled" now; the stream is closed the moment its headers arrive.
-            self._write_final(queue.finish, statuses.CANCELLED, error_message="Cancelled while the model was loading.")
+            self._cancel_while_loading()
+
+    def _cancel_while_loading(self):
+        """Ollama sends nothing until the model is loaded, which can take minutes: say
+        "cancelled" now; the stream is closed the moment its headers arrive."""
+        if self._write_final(queue.finish, statuses.CANCELLED, error_message="Cancelled while the model was loading."):
+            log.info("job %s: cancelled while the model was loading", self.pk)
 
     def abort(self, reason=None):
-        """Stop the generation (from any thread): closing the response stops Ollama too."""
+        """Stop the generation (from any thread): closing the response stops Ollama too.
+        True when Ollama had not answered yet (a model load): there was nothing to close, and
+        the run's thread stays blocked until the headers come, which can take minutes."""
+        loading = self.generation.waiting_for_headers
         self.stop_reason = self.stop_reason or reason
         self.ticking = False
         self.wake.set()
         self.generation.close()
+        return loading
+
+    def shut_down(self, give_up_at):
+        """The drain's grace is over (called from its thread): stop, and give the job back.
+        A stream ends at once and this run's thread releases the job. A model load blocks that
+        thread, so the job is released from here; the thread's late release is fenced off.
+        True when nothing is left for the run's thread to write."""
+        if not self.abort("shutdown"):
+            return False
+        if self.stop_reason == "shutdown":  # not already cancelled, or taken from us
+            with self.app.app_context():
+                self._release(give_up_at)
+        return True
 
     # --- the end ---------------------------------------------------------------------------------
     def _finish(self, final):
+        if self.ended:
+            return  # a cancel or the drain already wrote the end while the model was loading
         with self.app.app_context():
             if isinstance(final, dict):  # done: a cancel or shutdown that came as it ended loses
-                self._write_final(queue.finish, statuses.COMPLETED, **self._completed(final))
+                self._complete(final)
             elif self.stop_reason == "cancelled":
-                self._write_final(queue.finish, statuses.CANCELLED, error_message="Cancelled while generating.",
-                                  **self._partial())
+                self._cancel()
             elif self.stop_reason == "shutdown":
-                self._write_final(queue.release)
+                self._release()
             elif self.stop_reason == "lost":
                 log.warning("job %s was taken from this worker; dropping it", self.pk)
             elif isinstance(final, OllamaError):
                 self._failed(final)
+
+    def _complete(self, final):
+        fields = self._completed(final)
+        if self._write_final(queue.finish, statuses.COMPLETED, **fields):
+            log.info("job %s: completed: %d tokens | %.1f tok/s | %.1f s", self.pk, fields["completion_tokens"],
+                     fields["tokens_per_second"], fields["elapsed_time"] / 1000)
+
+    def _cancel(self):
+        fields = self._partial()
+        if self._write_final(queue.finish, statuses.CANCELLED, error_message="Cancelled while generating.",
+                             **fields):
+            log.info("job %s: cancelled while generating, after %d tokens", self.pk, fields["current_tokens"])
+
+    def _release(self, give_up_at=math.inf):
+        if self._write_final(queue.release, give_up_at=give_up_at):
+            log.info("job %s: released to the queue (attempt refunded)", self.pk)
 
     def _partial(self):
         with self.lock:
@@ -157,27 +210,49 @@ class Run:
                 "progress_percentage": 100.0, "error_message": None}
 
     def _failed(self, error):
-        max_attempts = self.config["MAX_ATTEMPTS"]
-        if error.retryable and self.attempts < max_attempts:
-            delay = backoff(self.attempts)
-            message = (f"{error} Trying again in {delay:.0f} s "
-                       f"(attempt {self.attempts + 1} of {max_attempts}).")
-            self._write_final(queue.retry_later, delay, message)
+        if error.retryable and self.attempts < self.config["MAX_ATTEMPTS"]:
+            self._retry(error)
         else:
-            tries = f" (tried {self.attempts} times)" if error.retryable else ""
-            self._write_final(queue.finish, statuses.FAILED, error_message=f"{error}{tries}", **self._partial())
+            self._fail(error)
 
-    def _write_final(self, write, *args, **fields):
-        """The last write is retried until it lands: a database blink must not lose the text."""
+    def _retry(self, error):
+        """Back to the queue after a back-off. The error (a sentence) stays as `last_error`,
+        shown as the previous attempt's while the next one runs."""
+        delay = backoff(self.attempts, rand=self.rand)
+        upcoming = f"attempt {self.attempts + 1} of {self.config['MAX_ATTEMPTS']}"
+        when = "in under a second" if delay < 0.5 else f"in {delay:.0f} s"  # not "in 0 s"
+        message = f"{error} Trying again {when} ({upcoming})."
+        if self._write_final(queue.retry_later, delay, message, last_error=str(error)):
+            log.warning("job %s: %s Retry scheduled in %.1f s (%s).", self.pk, error, delay, upcoming)
+
+    def _fail(self, error):
+        message = f"{error} {tried(self.attempts)}" if error.retryable else str(error)
+        if self._write_final(queue.finish, statuses.FAILED, error_message=message, **self._partial()):
+            log.warning("job %s: failed: %s", self.pk, message)
+
+    def _write_final(self, write, *args, give_up_at=math.inf, **fields):
+        """The last write is retried until it lands: a database blink must not lose the text.
+        The drain gives up at its deadline: the PaaS kills at 30 s, and the lease recovers."""
         delay = 0.25
         while True:
             try:
-                landed = write(self.pk, self.worker_id, *args, **fields)
-                if not landed:
-                    log.warning("job %s: final write found the job no longer ours", self.pk)
-                return landed
+                return self._write_once(write, *args, **fields)
             except SQLAlchemyError as error:
                 db.session.rollback()
+                if time.monotonic() + delay > give_up_at:
+                    log.warning("job %s: final write failed (%s); leaving it to the lease", self.pk, error)
+                    return False
                 log.warning("job %s: final write failed (%s); retrying in %.1f s", self.pk, error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)  # land soon after the database is back
+
+    def _write_once(self, write, *args, **fields):
+        landed = write(self.pk, self.worker_id, *args, **fields)
+        self.ended = True  # landed, or the job is no longer ours: nothing is left to write
+        if not landed:
+            log.warning("job %s: final write found the job no longer ours", self.pk)
+        return landed
+
+
+def tried(attempts):
+    return "Tried once." if attempts == 1 else f"Tried {attempts} times."
