@@ -44,6 +44,7 @@ def test_ollama_host_is_parsed_like_ollama_does(env, expected):
 @pytest.mark.parametrize(("name", "value", "message"), [
     ("WORKER_CONCURRENCY", "abc", "WORKER_CONCURRENCY must be a whole number, got 'abc'"),
     ("PROGRESS_INTERVAL", "fast", "PROGRESS_INTERVAL must be a number, got 'fast'"),
+    ("DB_READ_TIMEOUT", "0", "DB_READ_TIMEOUT must be a number above 0, got '0'"),
     ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"),
 ])
 def test_a_bad_setting_names_itself(name, value, message):

@@ -1,5 +1,6 @@
 """One logging shape for every process: time, level, logger name, message; LOG_LEVEL obeyed."""
 import re
+import time
 
 import requests
 
@@ -8,6 +9,13 @@ from webapp import queue
 from servers import Gunicorn
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)$")
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def logged(output):
@@ -20,7 +28,10 @@ def test_the_web_process_writes_info_lines_with_time_level_and_logger(database_u
     with Gunicorn(database_url) as server:
         requests.get(server.url + "/", timeout=10)
         with requests.get(f"{server.url}/api/v1/ai/generation/{job_id}/progress", stream=True, timeout=10) as stream:
-            next(stream.iter_lines())  # the stream is open: the watcher has started
+            lines = stream.iter_lines()
+            while not next(lines).startswith(b"data:"):  # the snapshot: the stream subscribes next
+                pass
+            wait_until(lambda: "webapp.web.watch" in server.output())
         server.stop()
         lines = logged(server.output())
     info = {logger for level, logger, _ in lines if level == "INFO"}

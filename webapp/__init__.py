@@ -27,21 +27,24 @@ def create_app(config=None):
 
 
 def engine_options(config):
+    # hide_parameters: a failed statement's parameters stay out of its error message, or every
+    # warning of an outage would log a prompt or the whole generated text.
     url = config["SQLALCHEMY_DATABASE_URI"]
     if url.startswith("mysql"):
         # READ COMMITTED: every statement sees the latest commit, whatever else the session did.
         # A fixed pool without overflow: queries are short, so a burst waits a few ms for a
         # connection instead of opening (and then closing) new ones, which costs far more.
         # Timeouts: a database that stops answering with its port open must fail a request in
-        # seconds (503), not hold it for the whole outage.
+        # seconds (503), not hold it for the whole outage. PyMySQL's read timeout also bounds the
+        # wait for the server's greeting; connect_timeout covers only the TCP connect.
         timeouts = {"connect_timeout": config["DB_CONNECT_TIMEOUT"],
                     "read_timeout": config["DB_READ_TIMEOUT"], "write_timeout": config["DB_WRITE_TIMEOUT"]}
-        return {"isolation_level": "READ COMMITTED", "pool_pre_ping": True, "pool_recycle": 280,
-                "pool_size": config["DB_POOL_SIZE"], "max_overflow": 0,
+        return {"hide_parameters": True, "isolation_level": "READ COMMITTED", "pool_pre_ping": True,
+                "pool_recycle": 280, "pool_size": config["DB_POOL_SIZE"], "max_overflow": 0,
                 "pool_timeout": config["DB_POOL_TIMEOUT"], "connect_args": timeouts}
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True}
+        return {"hide_parameters": True, "connect_args": {"timeout": 30}}
+    return {"hide_parameters": True, "pool_pre_ping": True}
 
 
 def register_extensions(app):

@@ -76,6 +76,13 @@ def _int(env, name, default):
         raise SettingError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _positive(env, name, default):
+    value = _float(env, name, default)
+    if value <= 0:
+        raise SettingError(f"{name} must be a number above 0, got {env.get(name, default)!r}")
+    return value
+
+
 def log_level(env):
     level = env.get("LOG_LEVEL", "INFO").upper()
     if logs.level_problem(level):
@@ -102,10 +109,10 @@ def from_env(env, instance_path):
         "LEASE_SECONDS": _float(env, "LEASE_SECONDS", 30),
         "SHUTDOWN_GRACE": _float(env, "SHUTDOWN_GRACE", 20),
         "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 10),
-        "DB_POOL_TIMEOUT": _float(env, "DB_POOL_TIMEOUT", 10),
-        "DB_CONNECT_TIMEOUT": _int(env, "DB_CONNECT_TIMEOUT", 5),
-        "DB_READ_TIMEOUT": _int(env, "DB_READ_TIMEOUT", 10),
-        "DB_WRITE_TIMEOUT": _int(env, "DB_WRITE_TIMEOUT", 10),
+        "DB_POOL_TIMEOUT": _positive(env, "DB_POOL_TIMEOUT", 10),
+        "DB_CONNECT_TIMEOUT": _positive(env, "DB_CONNECT_TIMEOUT", 5),
+        "DB_READ_TIMEOUT": _positive(env, "DB_READ_TIMEOUT", 10),
+        "DB_WRITE_TIMEOUT": _positive(env, "DB_WRITE_TIMEOUT", 10),
         "SSE_PING_INTERVAL": _float(env, "SSE_PING_INTERVAL", 15),
         "LOG_LEVEL": log_level(env),
         "OLLAMA_READ_TIMEOUT": _float(env, "OLLAMA_READ_TIMEOUT", 300),

@@ -1,7 +1,9 @@
-"""Extension singletons, bound to an app in `create_app` (so tests and the worker get their own)."""
+"""Extension singletons, bound to an app in `create_app` (so tests and the worker get their own),
+and the one safe way to drop a session."""
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 # Named constraints, so Alembic migrations are the same on SQLite and MySQL.
 NAMING = {
@@ -14,3 +16,12 @@ NAMING = {
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
 migrate = Migrate()
+
+
+def discard_session():
+    """End the session whatever state its connection is in: closing one the database reset
+    raises, and a process must not die of that (the pool drops the connection either way)."""
+    try:
+        db.session.remove()
+    except (OperationalError, InterfaceError):
+        db.session.registry.clear()

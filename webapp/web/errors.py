@@ -6,7 +6,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, ServiceUnavailable
 
-from webapp.extensions import db
+from webapp.extensions import db, discard_session
 from webapp.web.validation import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def handle_database_unavailable(error):
     """The database is down or every connection is busy: not the client's fault, and worth a
     retry, so 503 with Retry-After instead of a 500."""
     log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
-    _discard_session()
+    discard_session()
     return handle_http(database_unavailable())
 
 
@@ -76,18 +76,12 @@ def release_session(response):
         db.session.rollback()  # everything this request wrote is committed already
     except DATABASE_ERRORS as error:
         log.warning("database error while ending %s %s: %s", request.method, request.path, error)
-        _discard_session()
-        if response.status_code < 500:
+        discard_session()
+        # A read is answered again on retry; a write already committed, and a 503 would make
+        # its client send it twice.
+        if response.status_code < 500 and request.method in ("GET", "HEAD"):
             return current_app.make_response(handle_http(database_unavailable()))
     return response
-
-
-def _discard_session():
-    """Drop the session whatever state its connection is in (a rollback on a dead one raises)."""
-    try:
-        db.session.remove()
-    except DATABASE_ERRORS:
-        db.session.registry.clear()
 
 
 def handle_unexpected(error):

@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import queue
-from webapp.extensions import db
+from webapp.extensions import discard_session
 from webapp.worker.run import Run
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Worker:
                 log.warning("claim failed, database error: %s", error)
                 return False
             finally:
-                db.session.remove()
+                discard_session()
         if not run:
             return False
         thread = threading.Thread(target=self._run, args=(run,), name=f"job-{run.pk}", daemon=True)
@@ -97,7 +97,7 @@ class Worker:
             except SQLAlchemyError as error:
                 log.warning("sweep failed, database error: %s", error)
             finally:
-                db.session.remove()
+                discard_session()
 
     def _drain(self):
         """Let running jobs finish within the grace period, then give the rest back to the
