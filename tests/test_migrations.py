@@ -15,7 +15,9 @@ CONTRACT_COLUMNS = {"job_id", "status", "progress_percentage", "current_tokens",
                     "completion_tokens", "total_tokens", "error_message", "prompt", "model",
                     "created_at", "started_at", "completed_at"}
 DESIGN_COLUMNS = {"id", "result", "attempts", "worker_id", "lease_until", "run_after", "version",
-                  "cancel_requested", "options", "phase", "last_error"}
+                  "cancel_requested", "options", "phase", "last_error", "prompt_kind", "done_reason",
+                  "load_ms", "prompt_eval_ms", "cold_start", "estimated_time_remaining_low",
+                  "estimated_time_remaining_high"}
 
 
 @pytest.fixture

@@ -55,12 +55,23 @@ class Job(db.Model):
     tokens_per_second: so.Mapped[float] = so.mapped_column(sa.Float, default=0.0)
     elapsed_time: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)  # ms
     estimated_time_remaining: so.Mapped[int | None] = so.mapped_column(sa.Integer)  # ms
+    # The estimate's range (ms): its 20th and 80th percentiles, learned from earlier jobs.
+    estimated_time_remaining_low: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    estimated_time_remaining_high: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     prompt_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     completion_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     total_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     error_message: so.Mapped[str | None] = so.mapped_column(sa.Text)  # the job's state now
     # Why the previous attempt failed: shown as such while the next one runs.
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    # What later estimates learn from: the kind of answer the prompt asks for, and Ollama's own
+    # figures (a run cut by num_predict, done_reason "length", only says "at least N tokens").
+    prompt_kind: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    done_reason: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    load_ms: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    prompt_eval_ms: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    cold_start: so.Mapped[bool | None] = so.mapped_column(sa.Boolean)  # the model was not loaded
 
     # Queue bookkeeping: attempts, lease (the worker's heartbeat), fencing, cancel, back-off.
     attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)

@@ -2,10 +2,12 @@
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp import statuses
+from webapp.estimates import prompt_kind
 from webapp.extensions import db
-from webapp.models import Job, utcnow
+from webapp.models import Job, new_job_id, utcnow
 
 
 def _bump(**values):
@@ -23,9 +25,16 @@ def _update(where, **values):
 
 
 def enqueue(prompt, model, system=None, options=None):
-    job = Job(prompt=prompt, model=model, system=system, options=options or {}, status=statuses.QUEUED)
+    """A new queued job. Its ids stay readable after the commit without a query: reading them
+    back could fail on a database blink, and a client told 503 would send the job again."""
+    job = Job(job_id=new_job_id(), prompt=prompt, model=model, system=system, options=options or {},
+              status=statuses.QUEUED, prompt_kind=prompt_kind(prompt, system))
     db.session.add(job)
+    db.session.flush()
+    ids = {"id": job.id, "job_id": job.job_id}
     db.session.commit()
+    for name, value in ids.items():
+        set_committed_value(job, name, value)
     return job
 
 
