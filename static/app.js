@@ -91,6 +91,15 @@
     var m = Math.floor(s / 60), r = Math.floor(s % 60);
     return m + " min " + (r < 10 ? "0" : "") + r + " s";
   }
+  // --- the time left counts down between updates, and is corrected by each one --------------
+  function countDown(card, since) {
+    if (card.dataset.remaining === undefined) return;
+    var point = card.querySelector(".remaining"), range = card.querySelector(".range");
+    var left = function (ms) { return Math.max(0, Number(ms) - since); };
+    if (point) point.textContent = left(card.dataset.remaining) > 0 ? "about " + fmt(left(card.dataset.remaining)) : "any moment now";
+    if (range) range.textContent = fmt(left(card.dataset.remainingLow)) + "–" + fmt(left(card.dataset.remainingHigh));
+  }
+
   setInterval(function () {
     var cards = document.querySelectorAll('.card[data-ended="false"]');
     Array.prototype.forEach.call(cards, function (card) {
@@ -99,6 +108,9 @@
         var out = card.querySelector(".elapsed");
         if (out) out.textContent = fmt(Number(card.dataset.elapsed) + since);
       }
+      var waited = card.querySelector(".since-submit");
+      if (waited) waited.textContent = fmt(Number(card.dataset.sinceSubmit) + since) + " since submit";
+      countDown(card, since);
       // Slow is not stuck: a model that is loading may take minutes; a stream that stops does not.
       var stalled = card.querySelector(".stalled");
       var streaming = card.dataset.phase === "generating" || card.dataset.phase === "thinking";

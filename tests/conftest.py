@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
+from webapp import history
 from webapp.extensions import db
 from webapp.web import create_app
 
@@ -95,6 +96,7 @@ def sim():
 def app(database_url):
     # Nothing listens on port 9: a test that streams points OLLAMA_URL at its `sim`.
     app = make_app(database_url, OLLAMA_URL="http://127.0.0.1:9")
+    history.forget()  # what an earlier test's jobs taught stays with that test
     with app.app_context():
         yield app
         db.session.remove()

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp import queue
+from webapp import history, queue
 from webapp.config import from_env
 from webapp.extensions import db
 from webapp.models import Job, utcnow
@@ -59,12 +59,12 @@ def test_job_from_the_api_completes_with_the_simulators_text_and_counts(app, cli
     assert all(s["tokens_per_second"] > 0 for s in live[1:])
 
 
-def test_num_predict_gives_exact_percent_basis(app, sim):
+def test_num_predict_is_sent_and_caps_the_count(app, sim):
     app.config["OLLAMA_URL"] = sim.url
     job = enqueue(num_predict=25)
     done = run_next(app)
     assert done.status == "completed" and done.completion_tokens == 25
-    assert done.expected_tokens == 25 and done.progress_is_estimate is False
+    assert done.done_reason == "length"  # cut by num_predict: a censored length for later estimates
     assert sim.requests[0].body["options"] == {"num_predict": 25}
     assert job.job_id == done.job_id
 
@@ -76,8 +76,13 @@ def test_expected_length_comes_from_this_models_history(app, sim):
         run_next(app)
     enqueue()
     job = queue.claim("w2", 30)
+    history.forget()
     run = Run(app, job, "w2")
-    assert run.expected_fields == {"expected_tokens": 40, "progress_is_estimate": True}
+    # The three earlier runs were cut by num_predict: each says "at least N", so the length to
+    # expect is past all of them, not their median.
+    assert [r.cut for r in run.meter.history.runs] == [True, True, True]
+    assert run.meter.expected()[0] > 50
+    assert run.meter.sample(0.0)["estimated_time_remaining"] is not None
 
 
 def test_thinking_chunks_show_the_phase_but_not_in_the_text(app, sim, monkeypatch):

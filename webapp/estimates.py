@@ -9,17 +9,20 @@ from statistics import median
 
 RANGE = (0.2, 0.8)    # the range shown: 20th to 80th percentile, so it should hold the truth 60 % of the time
 MIN_RUNS = 8          # runs (still going at the current count) a prompt kind needs before it is trusted
-PAST_HISTORY = 1.3    # past every earlier run, expect this much more of what has been generated so far
+# Past every earlier run, history says nothing: expect this much more of what was generated so
+# far (point, low, high), so the guess moves on with the count instead of parking.
+PAST_HISTORY = {0.5: 1.3, RANGE[0]: 1.05, RANGE[1]: 2.0}
 
 # Words people use to ask for a length or a count, checked in this order.
+NUMBER = r"(\d{1,3}|two|three|four|five|six|seven|eight|nine|ten|a dozen)"
 HINTS = (
-    ("word", re.compile(r"\b(one|single|1)[- ]word\b|\byes or no\b|\bone-word\b")),
-    ("sentence", re.compile(r"\b(one|a single|1|a) (short )?sentence\b")),
-    ("list", re.compile(r"\b(list|top|give me|name)\b.{0,20}?\b(\d{1,3}|three|four|five|six|seven|eight|nine|"
-                        r"ten)\b|\b(\d{1,3}|three|five|ten) (ideas|things|ways|reasons|examples|tips|items)\b")),
-    ("long", re.compile(r"\b(essay|in detail|detailed|comprehensive|step by step|thorough(ly)?|long|"
-                        r"in depth|at length|article|story)\b")),
-    ("short", re.compile(r"\b(brief(ly)?|short|concise(ly)?|in a few words|tl;?dr|quick(ly)?|summar(y|ise|ize))\b")),
+    ("word", re.compile(r"\b(one|single|1|a)[- ]word\b|\bin a word\b|\byes or no\b|\b\d{1,2} words\b")),
+    ("sentence", re.compile(r"\b(one|a single|1|a) (short )?sentence\b|\b" + NUMBER + r" sentences\b")),
+    ("list", re.compile(r"\b(list|top)\b.{0,20}?\b" + NUMBER + r"\b|\b" + NUMBER + r" (\w+ )?\w+s\b")),
+    ("long", re.compile(r"\b(essay|in detail|detailed|comprehensive|step by step|thorough(ly)?|lengthy|"
+                        r"in depth|in-depth|at length|article|story|elaborate)\b|\blong\b(?! is| does| do)")),
+    ("short", re.compile(r"\b(brief(ly)?|short|concise(ly)?|succinct(ly)?|in a few words|tl;?dr|sum up|"
+                         r"summar(y|ise|ize))\b")),
 )
 
 
@@ -106,9 +109,12 @@ def expected_length(runs, kind, seen, limit=None):
     without history. Passing every earlier run moves the guess instead of parking it."""
     if not runs:
         return None
-    steps = survival(runs_for(runs, kind, seen))
-    beyond = seen * PAST_HISTORY + 1  # past what history knows: more of the same
-    values = [conditional_quantile(steps, seen, q) or beyond for q in (0.5, *RANGE)]
+    chosen = runs_for(runs, kind, seen)
+    steps = survival(chosen)
+    # Where the spread runs out (every run so far ended, or the longest were cut by their
+    # num_predict), go on from the furthest that any of them is known to have reached.
+    reach = max([seen] + [run.tokens for run in chosen])
+    values = [conditional_quantile(steps, seen, q) or reach * PAST_HISTORY[q] + 1 for q in (0.5, *RANGE)]
     point, low, high = (max(v, seen + 1) for v in values)
     if limit:
         point, low, high = (min(v, limit) for v in (point, low, high))

@@ -130,3 +130,15 @@ def list_models(base_url, timeout=1.0):
         return sorted(model["name"] for model in response.json().get("models", []))
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return []
+
+
+def model_is_loaded(base_url, model, timeout=1.0):
+    """True when Ollama's /api/ps lists the model (it will answer without a cold load); False
+    when it does not, or does not answer in time (then a load is the safer guess)."""
+    wanted = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+    try:
+        response = requests.get(base_url.rstrip("/") + "/api/ps", timeout=timeout)
+        response.raise_for_status()
+        return any(entry.get("name") in (model, wanted) for entry in response.json().get("models", []))
+    except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+        return False

@@ -69,14 +69,6 @@ def queue_positions(queued_pks):
     return {pk: ahead_count + 1 for pk, ahead_count in result}
 
 
-def completion_history(model, limit=20):
-    """Completion token counts of this model's latest completed jobs, newest first."""
-    query = (sa.select(Job.completion_tokens)
-             .where(Job.model == model, Job.status == statuses.COMPLETED, Job.completion_tokens > 0)
-             .order_by(Job.completed_at.desc()).limit(limit))
-    return list(db.session.scalars(query))
-
-
 def claim(worker_id, lease_seconds):
     """Take the oldest runnable queued job for `worker_id`, or None. Safe under many claimers."""
     now = utcnow()

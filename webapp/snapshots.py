@@ -1,7 +1,8 @@
 """Plain-dict views of a job row: the one shape the status route, SSE and the card all read."""
 import calendar
 
-from webapp import queue, statuses
+from webapp import estimates, history, queue, statuses
+from webapp.models import utcnow
 
 
 def iso(moment):
@@ -16,13 +17,17 @@ def snapshot(job, position=None):
         "job_id": job.job_id,
         "status": job.status,
         "phase": job.phase,
-        "progress": 100.0 if job.status == statuses.COMPLETED else round(job.progress_percentage or 0, 1),
+        "progress": 100.0 if job.status == statuses.COMPLETED else round(job.progress_percentage or 0, 2),
         "progress_is_estimate": bool(job.progress_is_estimate),
         "expected_tokens": job.expected_tokens,
         "current_tokens": job.current_tokens or 0,
         "tokens_per_second": job.tokens_per_second or 0.0,
         "elapsed_time": job.elapsed_time or 0,
         "estimated_remaining": job.estimated_time_remaining,
+        # The range around it (20th to 80th percentile of what this server has seen), in ms.
+        "estimated_remaining_low": job.estimated_time_remaining_low,
+        "estimated_remaining_high": job.estimated_time_remaining_high,
+        "time_since_submit": since_submit(job),
         "prompt_tokens": job.prompt_tokens,
         "completion_tokens": job.completion_tokens,
         "total_tokens": job.total_tokens,
@@ -45,10 +50,33 @@ def snapshot(job, position=None):
     return snap
 
 
+def since_submit(job):
+    """Milliseconds from submit to now (to the end, once ended): the wait a person feels."""
+    end = job.completed_at if job.status in statuses.ENDED else utcnow()
+    return max(0, int((end - job.created_at).total_seconds() * 1000)) if end and job.created_at else None
+
+
 def snapshots_of(rows):
-    """Snapshots with the queue places filled in (one more read, only if any is queued)."""
+    """Snapshots with the queue places and the queued jobs' estimates filled in (one more read,
+    only if any is queued; what the estimates learn from is kept a few seconds per process)."""
     positions = queue.queue_positions([job.id for job in rows if job.status == statuses.QUEUED])
-    return [snapshot(job, positions.get(job.id)) for job in rows]
+    snaps = [snapshot(job, positions.get(job.id)) for job in rows]
+    for job, snap in zip(rows, snaps, strict=True):
+        if snap["queue_position"]:
+            _estimate_queued(job, snap)
+    return snaps
+
+
+def _estimate_queued(job, snap):
+    """Nobody runs a queued job yet, so its time left is worked out here: its place in line at
+    this server's pace, then its own run as learned; None while the model has no history."""
+    running, per_job = history.pace()
+    limit = (job.options or {}).get("num_predict")
+    left = estimates.queued_left(history.learned(job.model), job.prompt_kind or "plain:s:-",
+                                 limit if limit and limit > 0 else None, snap["queue_position"], running, per_job)
+    if left is not None:
+        snap.update(estimated_remaining=left.point, estimated_remaining_low=left.low,
+                    estimated_remaining_high=left.high)
 
 
 def snapshot_of(job):

@@ -3,7 +3,8 @@ from webapp import statuses
 
 PROGRESS_FIELDS = ("status", "phase", "progress", "progress_is_estimate", "current_tokens",
                    "tokens_per_second", "elapsed_time", "estimated_remaining", "prompt_tokens",
-                   "completion_tokens", "total_tokens", "queue_position")
+                   "completion_tokens", "total_tokens", "queue_position", "estimated_remaining_low",
+                   "estimated_remaining_high", "time_since_submit")
 COMPLETE_FIELDS = ("status", "total_tokens", "prompt_tokens", "completion_tokens", "elapsed_time",
                    "tokens_per_second")
 

@@ -7,10 +7,11 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import queue, statuses
+from webapp import history, queue, statuses
+from webapp.estimates import prompt_kind
 from webapp.extensions import db
-from webapp.ollama import Generation, OllamaError
-from webapp.progress import Meter, estimate_tokens, expected_tokens, final_speed
+from webapp.ollama import Generation, OllamaError, model_is_loaded
+from webapp.progress import Meter, estimate_tokens, final_speed, prompt_tokens_guess
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 2.0
@@ -21,6 +22,14 @@ LOG_EVERY = 5.0  # seconds between a running job's progress lines in the worker'
 def backoff(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, rand=random.uniform):
     """Full jitter (as Celery's retry_jitter): anywhere from 0 to min(cap, base * 2**attempt)."""
     return rand(0, min(cap, base * 2 ** attempt))
+
+
+def learned_from(final, cold):
+    """What later estimates learn from Ollama's final chunk (durations are nanoseconds, and
+    omitted when zero: OLLAMA.md section 1)."""
+    return {"done_reason": final.get("done_reason") or None, "cold_start": cold,
+            "load_ms": final.get("load_duration", 0) // 1_000_000,
+            "prompt_eval_ms": final.get("prompt_eval_duration", 0) // 1_000_000}
 
 
 class Run:
@@ -34,11 +43,13 @@ class Run:
                      "stream": True, **({"system": job.system} if job.system else {})}
         self.config = app.config
         num_predict = (job.options or {}).get("num_predict")
-        expected, source = expected_tokens(num_predict, queue.completion_history(job.model))
-        self.expected_fields = {"expected_tokens": expected,
-                                "progress_is_estimate": source != "num_predict"}
-        self.meter = Meter(started=clock(), expected=expected,
-                           limit=num_predict if source == "num_predict" else None)
+        self.cold = not model_is_loaded(self.config["OLLAMA_URL"], job.model)
+        self.meter = Meter(started=clock(), history=history.learned(job.model),
+                           kind=job.prompt_kind or prompt_kind(job.prompt, job.system),
+                           limit=num_predict if num_predict and num_predict > 0 else None, cold=self.cold,
+                           prompt_tokens=prompt_tokens_guess(job.prompt, job.system))
+        # Even with num_predict the length is a guess: most answers end before the limit.
+        self.expected_fields = {"progress_is_estimate": True}
         self.text, self.phase = [], "waiting_model"
         self.lock = threading.Lock()
         self.wake = threading.Event()  # the first token, or the end: write without waiting
@@ -207,7 +218,8 @@ class Run:
                 "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion,
                 "tokens_per_second": speed if speed is not None else live["tokens_per_second"],
                 "elapsed_time": live["elapsed_time"], "estimated_time_remaining": 0,
-                "progress_percentage": 100.0, "error_message": None}
+                "estimated_time_remaining_low": 0, "estimated_time_remaining_high": 0,
+                "progress_percentage": 100.0, "error_message": None, **learned_from(final, self.cold)}
 
     def _failed(self, error):
         if error.retryable and self.attempts < self.config["MAX_ATTEMPTS"]:

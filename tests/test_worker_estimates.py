@@ -1,0 +1,98 @@
+"""Learned estimates through the real worker: what a job learns from earlier ones, a job past its
+expected length, a queued job's estimate, and what a completed job leaves for later ones."""
+from datetime import timedelta
+
+from webapp import history, queue, statuses
+from webapp.extensions import db
+from webapp.models import Job, utcnow
+from webapp.snapshots import snapshot_of
+
+from helpers import both_backends, row, run_next
+
+
+def completed(model="llama3.2", tokens=25, count=10, seconds=1.0, cut=False):
+    """Earlier jobs this server finished (rows as the worker leaves them)."""
+    now = utcnow()
+    for n in range(count):
+        db.session.add(Job(prompt=f"earlier {n}", model=model, status=statuses.COMPLETED, prompt_kind="plain:s:-",
+                           completion_tokens=tokens + n % 3, tokens_per_second=50.0, load_ms=200,
+                           cold_start=False, prompt_eval_ms=10, prompt_tokens=20,
+                           done_reason="length" if cut else "stop",
+                           started_at=now - timedelta(seconds=seconds), completed_at=now))
+    db.session.commit()
+    history.forget()
+
+
+def progress_writes(monkeypatch):
+    """Every progress write the worker makes, as the fields it wrote."""
+    writes = []
+    real = queue.heartbeat
+
+    def recording(job_pk, worker_id, lease_seconds, **fields):
+        writes.append(fields)
+        return real(job_pk, worker_id, lease_seconds, **fields)
+
+    monkeypatch.setattr(queue, "heartbeat", recording)
+    return writes
+
+
+@both_backends
+def test_a_job_past_its_expected_length_keeps_an_eta_and_a_moving_bar(app, sim, monkeypatch):
+    completed(tokens=25)  # every earlier answer was about 25 tokens
+    app.config["OLLAMA_URL"] = sim.url
+    sim.tokens_per_second = 200.0
+    queue.enqueue(prompt="Tell me everything", model="llama3.2", options={"num_predict": 150})
+    writes = progress_writes(monkeypatch)
+    done = run_next(app)
+    assert done.status == statuses.COMPLETED and done.completion_tokens == 150
+    generating = [w for w in writes if w["current_tokens"] > 0]
+    past = [w for w in generating if w["current_tokens"] > 30]
+    assert len(past) >= 3, f"too few writes past the expected length: {generating}"
+    assert all(w["estimated_time_remaining"] is not None for w in generating)
+    assert all(w["expected_tokens"] > w["current_tokens"] or w["current_tokens"] == 150 for w in past)
+    bars = [w["progress_percentage"] for w in generating]
+    assert all(b > a for a, b in zip(bars, bars[1:], strict=False)), f"the bar stood still: {bars}"
+    assert max(bars) < 90
+
+
+@both_backends
+def test_a_completed_job_leaves_what_later_estimates_learn_from(app, sim):
+    app.config["OLLAMA_URL"] = sim.url
+    sim.load_delay = 0.3
+    queue.enqueue(prompt="In one word: colour of the sky?", model="llama3.2", options={"num_predict": 12})
+    done = run_next(app)
+    assert done.prompt_kind.startswith("word:")
+    assert done.done_reason == "length" and done.cold_start is True
+    assert done.load_ms >= 250 and done.prompt_eval_ms is not None
+    assert done.estimated_time_remaining == 0
+    history.forget()  # the claim read (and kept) the history before this job ended
+    learned = history.learned("llama3.2")
+    assert [(r.tokens, r.cut) for r in learned.runs] == [(12, True)]
+
+
+@both_backends
+def test_with_history_a_queued_job_has_an_estimate_and_its_range(app):
+    completed(tokens=100, seconds=2.0)
+    queue.enqueue(prompt="first", model="llama3.2")
+    waiting = queue.enqueue(prompt="second", model="llama3.2")
+    snap = snapshot_of(queue.get(waiting.job_id))
+    assert snap["queue_position"] == 2
+    assert snap["estimated_remaining_low"] <= snap["estimated_remaining"] <= snap["estimated_remaining_high"]
+    # Two jobs of ~2 s each ahead on one slot, then its own run of ~100 tokens at 50 tok/s.
+    assert 4000 <= snap["estimated_remaining"] <= 7000
+    assert snap["time_since_submit"] >= 0
+
+
+def test_without_history_there_is_no_estimate_and_the_card_says_so(app, client):
+    job = queue.enqueue(prompt="a first job", model="llama3.2")
+    snap = snapshot_of(queue.get(job.job_id))
+    assert snap["estimated_remaining"] is None
+    assert b"no estimate yet" in client.get(f"/jobs/{job.job_id}/card").data
+
+
+def test_the_card_shows_the_estimate_its_range_and_the_time_since_submit(app, client):
+    completed(tokens=100, seconds=2.0)
+    job = queue.enqueue(prompt="a job", model="llama3.2")
+    page = client.get(f"/jobs/{job.job_id}/card").get_data(as_text=True)
+    assert "about " in page and "since submit" in page and "data-remaining-low=" in page
+    assert row(job.job_id).status == statuses.QUEUED
