@@ -32,7 +32,7 @@ run: migrate
 ## branch coverage of this process's code (no threshold: it shows what the tests leave out)
 test: install-dev
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
-	$(BIN)/coverage report --sort=cover --skip-covered | head -25
+	$(BIN)/coverage report --sort=cover --skip-covered
 
 ## lint: ruff (pyflakes, pycodestyle, import order, bugbear, ...); fails on any finding
 lint: install-dev

@@ -27,7 +27,8 @@ estimators may learn from. Only jobs that completed in one attempt are scored.
 
 Four estimators of the time left at a moment t, all plain functions of the recorded events:
   new        the last snapshot read at or before t (estimated_remaining, and the
-             estimated_remaining_low/high range when the product sends one);
+             estimated_remaining_low/high range when the product sends one), counted down from
+             when it was read, as the card counts it down between updates;
   today      today's rule, offline: num_predict, else the median length of the model's last 20
              jobs that ended before t, else 300; speed over a 5 s window from the first token;
              nothing while queued or loading;
@@ -406,10 +407,15 @@ def last_sample(run, t):
     return run.samples[i - 1] if i else None
 
 
+def counted_down(value, sample, t):
+    """A time left as the card shows it at t: the page counts it down from when it arrived."""
+    return None if value is None else max(0.0, value - (t - sample.at))
+
+
 def shown_new(run, t, earlier=None):
-    """(1) What people were shown at t."""
+    """(1) What people were shown at t: the last snapshot, counted down as the card does."""
     sample = last_sample(run, t)
-    return sample.remaining if sample else None
+    return counted_down(sample.remaining, sample, t) if sample else None
 
 
 def window_speed(run, t):
@@ -623,7 +629,8 @@ def range_coverage(runs):
                 sample = last_sample(run, t)
                 if sample and sample.low is not None and sample.high is not None:
                     ranged += 1
-                    inside += sample.low <= run.done - t <= sample.high
+                    low, high = (counted_down(value, sample, t) for value in (sample.low, sample.high))
+                    inside += low <= run.done - t <= high
         out[span] = {"covered": share(inside, points), "with_a_range": share(ranged, points),
                      "covered_of_ranged": share(inside, ranged)}
     return out

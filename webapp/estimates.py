@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from statistics import median
 
 RANGE = (0.2, 0.8)    # the range shown: 20th to 80th percentile, so it should hold the truth 60 % of the time
-MIN_RUNS = 8          # runs (still going at the current count) a prompt kind needs before it is trusted
+MIN_RUNS = 3          # runs (still going at the current count) a prompt kind needs before it is trusted
 # Past every earlier run, history says nothing: expect this much more of what was generated so
 # far (point, low, high), so the guess moves on with the count instead of parking.
 PAST_HISTORY = {0.5: 1.3, RANGE[0]: 1.05, RANGE[1]: 2.0}
@@ -143,8 +143,8 @@ class History:
     prompt_rates: list = field(default_factory=list)  # seconds per prompt token
     durations: list = field(default_factory=list)     # seconds from claim to completion
 
-    @property
-    def known(self):
+    def __bool__(self):
+        """True once anything was learned."""
         return bool(self.runs)
 
     def speed(self):

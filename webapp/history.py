@@ -21,7 +21,8 @@ def _kept_for(key, read, clock=time.monotonic):
     at, value = _kept.get(key, (None, None))
     if at is None or clock() - at > KEEP_SECONDS:
         value = read()
-        _kept[key] = (clock(), value)
+        if value:  # nothing learned yet: read again next time, the first job may just have ended
+            _kept[key] = (clock(), value)
     return value
 
 
@@ -61,7 +62,7 @@ def _learn(history, row):
 def pace():
     """(jobs running now, seconds one job takes as (median, 20th, 80th percentile)) over the
     newest completed jobs of any model, or (running, None) without any."""
-    return _kept_for(("pace",), _read_pace)
+    return _kept_for(("pace",), _read_pace) or (0, None)
 
 
 def _read_pace():
@@ -70,5 +71,5 @@ def _read_pace():
              .order_by(Job.id.desc()).limit(PACE_RUNS))
     took = [(done - started).total_seconds() for started, done in db.session.execute(query) if started and done]
     if not took:
-        return running, None
+        return None
     return running, tuple(quantile(took, q) for q in (0.5, 0.2, 0.8))

@@ -23,10 +23,10 @@ def snapshot(job, position=None):
         "current_tokens": job.current_tokens or 0,
         "tokens_per_second": job.tokens_per_second or 0.0,
         "elapsed_time": job.elapsed_time or 0,
-        "estimated_remaining": job.estimated_time_remaining,
-        # The range around it (20th to 80th percentile of what this server has seen), in ms.
-        "estimated_remaining_low": job.estimated_time_remaining_low,
-        "estimated_remaining_high": job.estimated_time_remaining_high,
+        # The time left as of now (the worker wrote it up to an interval ago), and the range
+        # around it: the 20th to 80th percentile of what this server has seen, in ms.
+        **dict(zip(("estimated_remaining", "estimated_remaining_low", "estimated_remaining_high"),
+                   left_now(job), strict=True)),
         "time_since_submit": since_submit(job),
         "prompt_tokens": job.prompt_tokens,
         "completion_tokens": job.completion_tokens,
@@ -48,6 +48,15 @@ def snapshot(job, position=None):
     if job.status in statuses.LIVE:  # an ended job's own error_message says how it ended
         snap["last_error"] = job.last_error
     return snap
+
+
+def left_now(job):
+    """The worker's three figures of the time left, less the time since it wrote them."""
+    figures = (job.estimated_time_remaining, job.estimated_time_remaining_low, job.estimated_time_remaining_high)
+    if job.status != statuses.PROCESSING or not job.last_update_at:
+        return figures
+    age = max(0, int((utcnow() - job.last_update_at).total_seconds() * 1000))
+    return tuple(None if value is None else max(0, value - age) for value in figures)
 
 
 def since_submit(job):

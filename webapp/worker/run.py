@@ -92,12 +92,13 @@ class Run:
 
     # --- the ticker (its own thread) ----------------------------------------------------------
     def _tick_loop(self):
-        """A write every PROGRESS_INTERVAL (it renews the lease, during a model load too), and
-        one at once when the first token arrives. The claim was the job's first write. The
-        cadence counts from the start of each write, so slow writes do not stretch it."""
+        """A write at once (the time left while the model loads, learned, shows from the start),
+        then every PROGRESS_INTERVAL (it renews the lease, during a model load too), and one at
+        once when the first token arrives. The cadence counts from the start of each write, so
+        slow writes do not stretch it."""
         interval = self.config["PROGRESS_INTERVAL"]
         extra = self.expected_fields
-        last = time.monotonic()
+        last = time.monotonic() - interval
         with self.app.app_context():
             while True:
                 self.wake.wait(max(0.0, last + interval - time.monotonic()))
@@ -110,10 +111,12 @@ class Run:
 
     def _write_progress(self, extra):
         """One fenced write; False when the database did not take it."""
-        with self.lock:
-            fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra}
-        self._log_progress(fields)
         try:
+            if not self.meter.history:  # the model's first jobs: learn as soon as one has ended
+                self.meter.history = history.learned(self.model)
+            with self.lock:
+                fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra}
+            self._log_progress(fields)
             ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"], **fields)
             if not ours and self.ticking:
                 self._stop(queue.cancel_requested(self.pk))
