@@ -2,6 +2,7 @@
 import pytest
 
 from webapp.estimates import (
+    PRIOR_SPREAD,
     RANGE,
     History,
     Run,
@@ -121,3 +122,32 @@ def test_the_range_holds_the_truth_about_as_often_as_it_claims():
 
 def test_quantile_interpolates():
     assert quantile([1, 2, 3, 4], 0.5) == 2.5 and quantile([], 0.5) is None and quantile([5], 0.9) == 5
+
+
+def test_the_range_is_as_wide_as_the_models_estimates_have_been_off():
+    import random
+
+    rng = random.Random(3)
+    steady = History(runs=[Run(100 + rng.randint(-2, 2)) for _ in range(60)], speeds=[50.0])
+    wild = History(runs=[Run(max(1, int(rng.lognormvariate(5, 0.9)))) for _ in range(60)], speeds=[50.0])
+    narrow, wide = (history.spread() for history in (steady, wild))
+    assert narrow[0] <= 1.0 <= narrow[1] and wide[0] <= 1.0 <= wide[1]
+    assert wide[1] / wide[0] > 3 * (narrow[1] / narrow[0])
+    assert History(runs=[Run(10)] * 2).spread() == PRIOR_SPREAD  # too few runs to say
+
+
+def test_a_runs_range_holds_about_as_often_as_it_claims_in_a_replay():
+    import random
+
+    rng = random.Random(11)
+    draw = lambda: Run(max(2, int(rng.lognormvariate(5, 0.5))))  # noqa: E731
+    history = History(runs=[draw() for _ in range(120)], speeds=[50.0])
+    inside = trials = 0
+    for _ in range(600):
+        truth = draw().tokens
+        seen = int(truth * rng.choice((0.25, 0.5, 0.75)))
+        left = generating_left(history, "plain:s:-", seen, None, 50.0)
+        trials += 1
+        inside += left.low <= (truth - seen) / 50 * 1000 <= left.high
+    # The spread is learned from 60 runs (180 replayed points), so it is itself a little off.
+    assert abs(inside / trials - (RANGE[1] - RANGE[0])) < 0.15

@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass, field
 from statistics import median
 
-RANGE = (0.2, 0.8)    # the range shown: 20th to 80th percentile, so it should hold the truth 60 % of the time
+RANGE = (0.2, 0.8)    # the range shown holds the truth 60 % of the time: its 20th to 80th percentile
+CALIBRATION_RUNS = 60  # newest runs replayed to learn how far off the point estimate tends to be
+PRIOR_SPREAD = (0.4, 2.5)  # how far off, until a model has enough runs to say
 MIN_RUNS = 3          # runs (still going at the current count) a prompt kind needs before it is trusted
 # Past every earlier run, history says nothing: expect this much more of what was generated so
 # far (point, low, high), so the guess moves on with the count instead of parking.
@@ -43,6 +45,7 @@ class Run:
     tokens: int
     cut: bool = False
     kind: str = "plain:s:-"
+    speed: float | None = None  # tokens/s, Ollama's own figure
 
 
 def survival(runs):
@@ -138,6 +141,7 @@ class History:
 
     runs: list = field(default_factory=list)          # Run per completed job
     speeds: list = field(default_factory=list)        # tokens/s, Ollama's own figure
+    _spread: tuple | None = field(default=None, repr=False)
     loads_cold: list = field(default_factory=list)    # seconds, model was not loaded
     loads_warm: list = field(default_factory=list)    # seconds, model was loaded
     prompt_rates: list = field(default_factory=list)  # seconds per prompt token
@@ -149,6 +153,28 @@ class History:
 
     def speed(self):
         return median(self.speeds) if self.speeds else None
+
+    def spread(self):
+        """(low, high) multipliers of the remaining length that hold the truth RANGE of the
+        time, learned by replaying this model's newest runs against the others (a split
+        conformal check): the point estimate's own record, not the spread of lengths alone."""
+        if self._spread is None:
+            ratios = [ratio for i in range(min(len(self.runs), CALIBRATION_RUNS)) for ratio in self._replay(i)]
+            self._spread = PRIOR_SPREAD if len(ratios) < 10 else (
+                min(quantile(ratios, RANGE[0]), 1.0), max(quantile(ratios, RANGE[1]), 1.0))
+        return self._spread
+
+    def _replay(self, i):
+        """True remaining over estimated remaining, for run i at a quarter, half and three
+        quarters of its length, estimated from the other runs."""
+        run, others = self.runs[i], self.runs[:i] + self.runs[i + 1:]
+        # A run faster or slower than usual is off by that much too (the learned speed is used
+        # until the run's own can be trusted).
+        pace = self.speed() / run.speed if run.speed and self.speeds else 1.0
+        for seen in {int(run.tokens * share) for share in (0.25, 0.5, 0.75)}:
+            length = expected_length(others, run.kind, seen, run.tokens if run.cut else None)
+            if length is not None and length.point > seen:
+                yield (run.tokens - seen) / (length.point - seen) * pace
 
     def load(self, cold, q=0.5):
         """Learned load time (s) of a cold or warm start; the other kind when one has none."""
@@ -176,12 +202,17 @@ def ms(seconds):
 
 
 def generating_left(history, kind, seen, limit, speed):
-    """Time left while tokens arrive: the rest of the expected length at `speed` tokens/s."""
+    """Time left while tokens arrive: the rest of the expected length at `speed` tokens/s, and
+    its range as far off as this model's estimates have tended to be."""
     length = expected_length(history.runs, kind, seen, limit)
     speed = speed or history.speed()
     if length is None or not speed:
         return None
-    return Estimate(*(ms((value - seen) / speed) for value in (length.point, length.low, length.high)))
+    rest = length.point - seen
+    low, high = (rest * factor for factor in history.spread())
+    if limit:
+        high = min(high, limit - seen)
+    return Estimate(ms(rest / speed), ms(min(low, rest) / speed), ms(max(high, rest) / speed))
 
 
 def before_first_token_left(history, kind, limit, cold, prompt_tokens, waited):

@@ -50,7 +50,7 @@ def _read_history(model):
 
 def _learn(history, row):
     history.runs.append(Run(row.completion_tokens, cut=row.done_reason == "length",
-                            kind=row.prompt_kind or "plain:s:-"))
+                            kind=row.prompt_kind or "plain:s:-", speed=row.tokens_per_second or None))
     if row.tokens_per_second:
         history.speeds.append(row.tokens_per_second)
     if row.load_ms is not None:
