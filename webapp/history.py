@@ -13,16 +13,17 @@ from webapp.models import Job
 RUNS = 200          # newest completed runs of a model to learn from
 PACE_RUNS = 50      # newest completed runs (any model) that set the queue's pace
 KEEP_SECONDS = 5.0  # how long a process reuses what it read
+KEEP_EMPTY_SECONDS = 0.5
 _kept = {}          # key -> (read at, value)
 
 
 def _kept_for(key, read, clock=time.monotonic):
     key = (str(db.engine.url), *key)  # one process may serve several databases (tests)
     at, value = _kept.get(key, (None, None))
-    if at is None or clock() - at > KEEP_SECONDS:
+    # Nothing learned yet is kept only a moment: the model's first job may just have ended.
+    if at is None or clock() - at > (KEEP_SECONDS if value else KEEP_EMPTY_SECONDS):
         value = read()
-        if value:  # nothing learned yet: read again next time, the first job may just have ended
-            _kept[key] = (clock(), value)
+        _kept[key] = (clock(), value)
     return value
 
 

@@ -71,18 +71,20 @@ def snapshots_of(rows):
     positions = queue.queue_positions([job.id for job in rows if job.status == statuses.QUEUED])
     snaps = [snapshot(job, positions.get(job.id)) for job in rows]
     for job, snap in zip(rows, snaps, strict=True):
-        if snap["queue_position"]:
-            _estimate_queued(job, snap)
+        if snap["queue_position"] or (job.status == statuses.PROCESSING and snap["estimated_remaining"] is None):
+            _estimate_unwritten(job, snap)
     return snaps
 
 
-def _estimate_queued(job, snap):
-    """Nobody runs a queued job yet, so its time left is worked out here: its place in line at
-    this server's pace, then its own run as learned; None while the model has no history."""
+def _estimate_unwritten(job, snap):
+    """A queued job (and one just taken, before its worker's first write) has no figures of
+    its own: its place in line at this server's pace, then its own run as learned; None while
+    the model has no history."""
     running, per_job = history.pace()
     limit = (job.options or {}).get("num_predict")
     left = estimates.queued_left(history.learned(job.model), job.prompt_kind or "plain:s:-",
-                                 limit if limit and limit > 0 else None, snap["queue_position"], running, per_job)
+                                 limit if limit and limit > 0 else None, snap["queue_position"] or 0,
+                                 running, per_job)
     if left is not None:
         snap.update(estimated_remaining=left.point, estimated_remaining_low=left.low,
                     estimated_remaining_high=left.high)
