@@ -568,12 +568,15 @@ def phase_at(run, t):
 
 
 def blank_shares(runs, history, step):
-    """Per estimator, the share of time with no ETA (a grid of `step` seconds over each job):
+    """Per estimator, the share of time with no ETA (a grid of `step` seconds over each job,
+    from the bench's first read of it):
     while generating (all, and once the model has a completed job), and while queued or loading
     once the model has one."""
     counts = {name: Counter() for name in ESTIMATORS}
     for run in runs:
-        t = run.submit
+        # From the first read on: before it (at most one sampling period after the submit) the
+        # bench has not looked yet, which says nothing of what a page would show.
+        t = max(run.submit, run.sample_times[0]) if run.sample_times else run.submit
         while t < run.done:
             phase = phase_at(run, t)
             earlier = history.before(run.model, t)
