@@ -408,8 +408,9 @@ def last_sample(run, t):
 
 
 def counted_down(value, sample, t):
-    """A time left as the card shows it at t: the page counts it down from when it arrived."""
-    return None if value is None else max(0.0, value - (t - sample.at))
+    """A time left as the card shows it at t: the page counts it down from when it arrived, to
+    a quarter of it at most (static/app.js)."""
+    return None if value is None else max(value / 4, value - (t - sample.at))
 
 
 def shown_new(run, t, earlier=None):

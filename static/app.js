@@ -95,7 +95,8 @@
   function countDown(card, since) {
     if (card.dataset.remaining === undefined) return;
     var point = card.querySelector(".remaining"), range = card.querySelector(".range");
-    var left = function (ms) { return Math.max(0, Number(ms) - since); };
+    // Down to a quarter of what came (as the server does): the next update brings fresh figures.
+    var left = function (ms) { return Math.max(Number(ms) / 4, Number(ms) - since); };
     if (point) point.textContent = left(card.dataset.remaining) > 0 ? "about " + fmt(left(card.dataset.remaining)) : "any moment now";
     if (range) range.textContent = fmt(left(card.dataset.remainingLow)) + "–" + fmt(left(card.dataset.remainingHigh));
   }

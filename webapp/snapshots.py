@@ -4,6 +4,8 @@ import calendar
 from webapp import estimates, history, queue, statuses
 from webapp.models import utcnow
 
+HOLD_SHARE = 4  # a time left counts down to a quarter of itself between the worker's writes
+
 
 def iso(moment):
     """ISO 8601 UTC with milliseconds and a Z, or None."""
@@ -51,12 +53,14 @@ def snapshot(job, position=None):
 
 
 def left_now(job):
-    """The worker's three figures of the time left, less the time since it wrote them."""
+    """The worker's three figures of the time left, less the time since it wrote them, but not
+    below a quarter of each: a job still running is not "0 s" away, and the worker's next
+    write (within an interval) brings fresh figures."""
     figures = (job.estimated_time_remaining, job.estimated_time_remaining_low, job.estimated_time_remaining_high)
     if job.status != statuses.PROCESSING or not job.last_update_at:
         return figures
     age = max(0, int((utcnow() - job.last_update_at).total_seconds() * 1000))
-    return tuple(None if value is None else max(0, value - age) for value in figures)
+    return tuple(None if value is None else max(value // HOLD_SHARE, value - age) for value in figures)
 
 
 def since_submit(job):
