@@ -2,6 +2,9 @@
 expected length, a queued job's estimate, and what a completed job leaves for later ones."""
 from datetime import timedelta
 
+import pytest
+import sqlalchemy as sa
+
 from webapp import history, queue, statuses
 from webapp.extensions import db
 from webapp.models import Job, utcnow
@@ -96,3 +99,18 @@ def test_the_card_shows_the_estimate_its_range_and_the_time_since_submit(app, cl
     page = client.get(f"/jobs/{job.job_id}/card").get_data(as_text=True)
     assert "about " in page and "since submit" in page and "data-remaining-low=" in page
     assert row(job.job_id).status == statuses.QUEUED
+
+
+@both_backends
+def test_the_time_left_is_as_of_now_and_a_running_job_is_never_0_s_away(app):
+    job = queue.enqueue(prompt="running", model="llama3.2")
+    queue.claim("w1", 30)
+    queue.heartbeat(job.id, "w1", 30, estimated_time_remaining=4000, estimated_time_remaining_low=2000,
+                    estimated_time_remaining_high=8000)
+    for written_ago, shown in ((1.0, (3000, 1000, 7000)), (10.0, (1000, 500, 2000))):
+        db.session.execute(sa.update(Job).where(Job.id == job.id)
+                           .values(last_update_at=utcnow() - timedelta(seconds=written_ago)))
+        db.session.commit()
+        snap = snapshot_of(queue.get(job.job_id))
+        figures = (snap["estimated_remaining"], snap["estimated_remaining_low"], snap["estimated_remaining_high"])
+        assert figures == pytest.approx(shown, abs=150), written_ago
