@@ -22,8 +22,7 @@ from webapp.estimates import (
     ("Say it in one sentence please", "sentence"),
     ("Give me a list of 5 dog names", "list"),
     ("Write an essay about rivers", "long"),
-    ("Explain quantum tunnelling in detail", "detail"),
-    ("Can you walk me through DNS?", "detail"),
+    ("Explain quantum tunnelling in detail", "long"),
     ("Briefly, what is DNS?", "short"),
     ("Why is the sky blue?", "plain"),
 ])

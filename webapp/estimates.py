@@ -21,9 +21,8 @@ HINTS = (
     ("word", re.compile(r"\b(one|single|1|a)[- ]word\b|\bin a word\b|\byes or no\b|\b\d{1,2} words\b")),
     ("sentence", re.compile(r"\b(one|a single|1|a) (short )?sentence\b|\b" + NUMBER + r" sentences\b")),
     ("list", re.compile(r"\b(list|top)\b.{0,20}?\b" + NUMBER + r"\b|\b" + NUMBER + r" (\w+ )?\w+s\b")),
-    ("long", re.compile(r"\b(essay|comprehensive|thorough(ly)?|lengthy|at length|article|story|guide)\b|"
-                        r"\blong\b(?! is| does| do)")),
-    ("detail", re.compile(r"\b(in detail|detailed|step by step|in depth|in-depth|elaborate|walk me through)\b")),
+    ("long", re.compile(r"\b(essay|in detail|detailed|comprehensive|step by step|thorough(ly)?|lengthy|"
+                        r"in depth|in-depth|at length|article|story|elaborate)\b|\blong\b(?! is| does| do)")),
     ("short", re.compile(r"\b(brief(ly)?|short|concise(ly)?|succinct(ly)?|in a few words|tl;?dr|sum up|"
                          r"summar(y|ise|ize))\b")),
 )
