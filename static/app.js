@@ -97,8 +97,12 @@
     var point = card.querySelector(".remaining"), range = card.querySelector(".range");
     // Down to a quarter of what came (as the server does): the next update brings fresh figures.
     var left = function (ms) { return Math.max(Number(ms) / 4, Number(ms) - since); };
-    if (point) point.textContent = left(card.dataset.remaining) > 0 ? "about " + fmt(left(card.dataset.remaining)) : "any moment now";
-    if (range) range.textContent = fmt(left(card.dataset.remainingLow)) + "–" + fmt(left(card.dataset.remainingHigh));
+    var soon = left(card.dataset.remaining) < 1000;  // under a second: no figure would be honest
+    if (point) point.textContent = soon ? "any moment now" : "about " + fmt(left(card.dataset.remaining));
+    if (range) {
+      range.hidden = soon;
+      range.textContent = fmt(left(card.dataset.remainingLow)) + "–" + fmt(left(card.dataset.remainingHigh));
+    }
   }
 
   setInterval(function () {

@@ -102,7 +102,8 @@ def test_time_left_before_the_first_token_adds_the_learned_load_and_prompt_time(
 
 def test_a_queued_job_waits_its_place_at_the_servers_pace_then_runs():
     history = History(runs=[Run(100)] * 5, speeds=[50.0], loads_warm=[0.0])
-    left = queued_left(history, "plain:s:-", None, place=8, slots=4, per_slot=(3.0, 2.0, 5.0))
+    run = before_first_token_left(history, "plain:s:-", None, cold=False, prompt_tokens=0, waited=0)
+    left = queued_left(run, place=8, slots=4, per_slot=(3.0, 2.0, 5.0))
     assert left.point == 2 * 3000 + 2000 and left.low == 2 * 2000 + 2000 and left.high == 2 * 5000 + 2000
 
 

@@ -114,3 +114,22 @@ def test_the_time_left_is_as_of_now_and_a_running_job_is_never_0_s_away(app):
         snap = snapshot_of(queue.get(job.job_id))
         figures = (snap["estimated_remaining"], snap["estimated_remaining_low"], snap["estimated_remaining_high"])
         assert figures == pytest.approx(shown, abs=150), written_ago
+
+
+def test_a_final_chunk_with_null_durations_still_completes_the_job():
+    from webapp.worker.run import learned_from
+
+    figures = learned_from({"done": True, "load_duration": None, "prompt_eval_duration": None}, cold=False)
+    assert figures["load_ms"] == 0 and figures["prompt_eval_ms"] == 0 and figures["done_reason"] is None
+
+
+@both_backends
+def test_a_job_back_in_the_queue_keeps_no_range_of_its_last_run(app):
+    job = queue.enqueue(prompt="retry me", model="llama3.2")
+    queue.claim("w1", 30)
+    queue.heartbeat(job.id, "w1", 30, estimated_time_remaining=4000, estimated_time_remaining_low=2000,
+                    estimated_time_remaining_high=8000, expected_tokens=120)
+    queue.retry_later(job.id, "w1", 5, "Ollama went away. Trying again in 5 s.")
+    back = row(job.job_id)
+    assert (back.estimated_time_remaining, back.estimated_time_remaining_low,
+            back.estimated_time_remaining_high, back.expected_tokens) == (None, None, None, None)

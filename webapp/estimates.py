@@ -225,10 +225,10 @@ def before_first_token_left(history, kind, limit, cold, prompt_tokens, waited):
     return answer.plus(*ahead)
 
 
-def queued_left(history, kind, limit, place, slots, per_slot):
-    """Time left for a queued job: its place in line at this server's pace (`slots` jobs at a
-    time, each taking `per_slot` seconds at the median, given as (median, low, high)), then its run."""
-    run = before_first_token_left(history, kind, limit, cold=False, prompt_tokens=0, waited=0)
+def queued_left(run, place, slots, per_slot):
+    """Time left for a queued job whose own run is estimated as `run` (before_first_token_left):
+    its place in line at this server's pace (`slots` jobs at a time, each taking `per_slot`
+    seconds as (median, low, high)), then that run."""
     if run is None or not per_slot:
         return run
     return run.plus(*(place * seconds / max(slots, 1) for seconds in per_slot))

@@ -14,6 +14,7 @@ RUNS = 200          # newest completed runs of a model to learn from
 PACE_RUNS = 50      # newest completed runs (any model) that set the queue's pace
 KEEP_SECONDS = 5.0  # how long a process reuses what it read
 KEEP_EMPTY_SECONDS = 0.5
+KEEP_AT_MOST = 1000  # entries before stale ones are dropped
 _kept = {}          # key -> (read at, value)
 
 
@@ -23,6 +24,9 @@ def _kept_for(key, read, clock=time.monotonic):
     # Nothing learned yet is kept only a moment: the model's first job may just have ended.
     if at is None or clock() - at > (KEEP_SECONDS if value else KEEP_EMPTY_SECONDS):
         value = read()
+        if len(_kept) >= KEEP_AT_MOST:  # any client may name models: drop what has gone stale
+            for old in [k for k, (when, _v) in _kept.items() if clock() - when > KEEP_SECONDS]:
+                del _kept[old]
         _kept[key] = (clock(), value)
     return value
 

@@ -116,7 +116,8 @@ def finish(job_pk, worker_id, status, **fields):
 # A job back in the queue starts its progress over (and says why it is there).
 REQUEUED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_until": None,
             "current_tokens": 0, "progress_percentage": 0.0, "tokens_per_second": 0.0,
-            "estimated_time_remaining": None}
+            "estimated_time_remaining": None, "estimated_time_remaining_low": None,
+            "estimated_time_remaining_high": None, "expected_tokens": None}
 
 
 def retry_later(job_pk, worker_id, delay_seconds, message, last_error=None):

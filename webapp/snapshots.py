@@ -74,21 +74,23 @@ def snapshots_of(rows):
     only if any is queued; what the estimates learn from is kept a few seconds per process)."""
     positions = queue.queue_positions([job.id for job in rows if job.status == statuses.QUEUED])
     snaps = [snapshot(job, positions.get(job.id)) for job in rows]
+    runs = {}  # one estimate of a run per model, kind and limit, however many jobs share them
     for job, snap in zip(rows, snaps, strict=True):
         if snap["queue_position"] or (job.status == statuses.PROCESSING and snap["estimated_remaining"] is None):
-            _estimate_unwritten(job, snap)
+            _estimate_unwritten(job, snap, runs)
     return snaps
 
 
-def _estimate_unwritten(job, snap):
+def _estimate_unwritten(job, snap, runs):
     """A queued job (and one just taken, before its worker's first write) has no figures of
     its own: its place in line at this server's pace, then its own run as learned; None while
     the model has no history."""
-    running, per_job = history.pace()
     limit = (job.options or {}).get("num_predict")
-    left = estimates.queued_left(history.learned(job.model), job.prompt_kind or "plain:s:-",
-                                 limit if limit and limit > 0 else None, snap["queue_position"] or 0,
-                                 running, per_job)
+    key = (job.model, job.prompt_kind or "plain:s:-", limit if limit and limit > 0 else None)
+    if key not in runs:
+        runs[key] = estimates.before_first_token_left(history.learned(key[0]), key[1], key[2], cold=False,
+                                                      prompt_tokens=0, waited=0)
+    left = estimates.queued_left(runs[key], snap["queue_position"] or 0, *history.pace())
     if left is not None:
         snap.update(estimated_remaining=left.point, estimated_remaining_low=left.low,
                     estimated_remaining_high=left.high)

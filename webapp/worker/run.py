@@ -28,8 +28,8 @@ def learned_from(final, cold):
     """What later estimates learn from Ollama's final chunk (durations are nanoseconds, and
     omitted when zero: OLLAMA.md section 1)."""
     return {"done_reason": final.get("done_reason") or None, "cold_start": cold,
-            "load_ms": final.get("load_duration", 0) // 1_000_000,
-            "prompt_eval_ms": final.get("prompt_eval_duration", 0) // 1_000_000}
+            "load_ms": int(final.get("load_duration") or 0) // 1_000_000,
+            "prompt_eval_ms": int(final.get("prompt_eval_duration") or 0) // 1_000_000}
 
 
 class Run:
@@ -214,8 +214,8 @@ class Run:
         with self.lock:
             text = "".join(self.text)
             live = self.meter.sample(self.clock())
-        prompt_tokens = final.get("prompt_eval_count", 0)  # omitted when zero (OLLAMA.md §1)
-        completion = final.get("eval_count", 0) or live["current_tokens"]
+        prompt_tokens = final.get("prompt_eval_count") or 0  # omitted when zero (OLLAMA.md §1)
+        completion = final.get("eval_count") or live["current_tokens"]
         speed = final_speed(final.get("eval_count"), final.get("eval_duration"))
         return {"result": text, "current_tokens": completion, "completion_tokens": completion,
                 "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion,
