@@ -5,11 +5,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from markupsafe import escape
+from sqlalchemy.exc import DataError
 
 from webapp import queue
 from webapp.extensions import db
 from webapp.models import Job, utcnow
-from webapp.ollama import OllamaError, sentence
+from webapp.ollama import MAX_MESSAGE, OllamaError, sentence
 from webapp.worker.run import Run
 
 from helpers import both_backends, lowest, row, run_next
@@ -87,3 +88,19 @@ def test_a_first_attempt_has_no_last_error_note(app, client):
     running = status(client, job.job_id)
     assert running["status"] == "processing" and running["last_error"] is None
     assert "the last one failed" not in card(client, job.job_id)
+
+
+def test_a_huge_error_from_ollama_is_cut_to_a_sentence_a_person_can_read():
+    message = str(OllamaError("Ollama stopped with an error: " + "x" * 100_000, retryable=True))
+    assert len(message) <= MAX_MESSAGE + 3 and message.endswith("….")
+
+
+def test_a_final_write_the_database_refuses_for_good_is_not_retried_forever(app):
+    job = queue.enqueue(prompt="refused", model="llama3.2")
+    run = Run(app, queue.claim("w1", 30), "w1")
+
+    def refuse(*args, **kwargs):
+        raise DataError("UPDATE", {}, Exception("Data too long for column 'error_message'"))
+
+    assert run._write_final(refuse) is False
+    assert row(job.job_id).status == "processing"  # left to the lease sweep

@@ -13,6 +13,9 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 300.0
 
 
+MAX_MESSAGE = 1000  # characters of Ollama's error text kept in a job's message
+
+
 def sentence(text):
     """`text` ending as a sentence: Ollama's own messages often stop mid-air ("unexpected EOF",
     "progress 0.00 - "), and ours are followed by more sentences ("Trying again in 3 s.")."""
@@ -24,6 +27,8 @@ class OllamaError(Exception):
     """A generation that did not finish. `retryable` says whether trying again may help."""
 
     def __init__(self, message, retryable):
+        if len(message) > MAX_MESSAGE:  # an error line can be long; the job's row keeps a sentence
+            message = message[:MAX_MESSAGE].rstrip() + " …"
         super().__init__(sentence(message))
         self.retryable = retryable
 

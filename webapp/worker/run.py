@@ -5,7 +5,7 @@ import random
 import threading
 import time
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from webapp import history, queue, statuses
 from webapp.estimates import prompt_kind
@@ -254,6 +254,9 @@ class Run:
                 return self._write_once(write, *args, **fields)
             except SQLAlchemyError as error:
                 db.session.rollback()
+                if not isinstance(error, (OperationalError, InterfaceError)):  # not a blink: it would fail forever
+                    log.error("job %s: final write refused (%s); leaving it to the lease", self.pk, error)
+                    return False
                 if time.monotonic() + delay > give_up_at:
                     log.warning("job %s: final write failed (%s); leaving it to the lease", self.pk, error)
                     return False
