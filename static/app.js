@@ -6,6 +6,8 @@
   var timing = document.documentElement.dataset;
   var SSE_FRESH_MS = Number(timing.sseFreshMs);         // polling pauses while SSE is this fresh
   var STALLED_AFTER_MS = Number(timing.stalledAfterMs); // a streaming job silent this long looks stalled
+  var SOON_MS = Number(timing.soonMs);                  // a time left below this is "any moment now"
+  var HOLD_SHARE = Number(timing.holdShare);            // a time left counts down to this share of itself
   var lastSse = 0;             // when the last SSE message (any event, pings too) arrived
   var pollFailures = 0;
 
@@ -95,9 +97,9 @@
   function countDown(card, since) {
     if (card.dataset.remaining === undefined) return;
     var point = card.querySelector(".remaining"), range = card.querySelector(".range");
-    // Down to a quarter of what came (as the server does): the next update brings fresh figures.
-    var left = function (ms) { return Math.max(Number(ms) / 4, Number(ms) - since); };
-    var soon = left(card.dataset.remaining) < 1000;  // under a second: no figure would be honest
+    // Not below a share of what came (as the server does): the next update brings fresh figures.
+    var left = function (ms) { return Math.max(Number(ms) / HOLD_SHARE, Number(ms) - since); };
+    var soon = left(card.dataset.remaining) < SOON_MS;
     if (point) point.textContent = soon ? "any moment now" : "about " + fmt(left(card.dataset.remaining));
     if (range) {
       range.hidden = soon;

@@ -81,7 +81,7 @@ def test_expected_length_comes_from_this_models_history(app, sim):
     # The three earlier runs were cut by num_predict: each says "at least N", so the length to
     # expect is past all of them, not their median.
     assert [r.cut for r in run.meter.history.runs] == [True, True, True]
-    assert run.meter.expected()[0] > 50
+    assert run.meter.sample(0.0)["expected_tokens"] > 50
     assert run.meter.sample(0.0)["estimated_time_remaining"] is not None
 
 

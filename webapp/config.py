@@ -60,20 +60,21 @@ class SettingError(ValueError):
     """A setting whose value cannot be used; the message names it and what it got."""
 
 
-def _float(env, name, default):
+def _number(env, name, default, kind=float):
     raw = env.get(name, default)
     try:
-        return float(raw)
+        return kind(raw)
     except (TypeError, ValueError):
-        raise SettingError(f"{name} must be a number, got {raw!r}") from None
+        words = "a whole number" if kind is int else "a number"
+        raise SettingError(f"{name} must be {words}, got {raw!r}") from None
+
+
+def _float(env, name, default):
+    return _number(env, name, default)
 
 
 def _int(env, name, default):
-    raw = env.get(name, default)
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise SettingError(f"{name} must be a whole number, got {raw!r}") from None
+    return _number(env, name, default, int)
 
 
 def _positive(env, name, default):

@@ -145,7 +145,6 @@ class History:
     loads_cold: list = field(default_factory=list)    # seconds, model was not loaded
     loads_warm: list = field(default_factory=list)    # seconds, model was loaded
     prompt_rates: list = field(default_factory=list)  # seconds per prompt token
-    durations: list = field(default_factory=list)     # seconds from claim to completion
 
     def __bool__(self):
         """True once anything was learned."""
@@ -201,10 +200,10 @@ def ms(seconds):
     return int(max(seconds, 0.0) * 1000)
 
 
-def generating_left(history, kind, seen, limit, speed):
-    """Time left while tokens arrive: the rest of the expected length at `speed` tokens/s, and
-    its range as far off as this model's estimates have tended to be."""
-    length = expected_length(history.runs, kind, seen, limit)
+def generating_left(history, kind, seen, limit, speed, length=None):
+    """Time left while tokens arrive: the rest of the expected length (given, or worked out) at
+    `speed` tokens/s, and its range as far off as this model's estimates have tended to be."""
+    length = length or expected_length(history.runs, kind, seen, limit)
     speed = speed or history.speed()
     if length is None or not speed:
         return None

@@ -43,7 +43,7 @@ def learned(model):
 
 def _read_history(model):
     columns = (Job.completion_tokens, Job.done_reason, Job.prompt_kind, Job.tokens_per_second, Job.load_ms,
-               Job.cold_start, Job.prompt_eval_ms, Job.prompt_tokens, Job.started_at, Job.completed_at)
+               Job.cold_start, Job.prompt_eval_ms, Job.prompt_tokens)
     query = (sa.select(*columns).where(Job.model == model, Job.status == statuses.COMPLETED,
                                        Job.completion_tokens > 0)
              .order_by(Job.completed_at.desc()).limit(RUNS))

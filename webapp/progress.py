@@ -68,10 +68,11 @@ class Meter:
         while len(self.samples) > 2 and now - self.samples[0][0] > SPEED_WINDOW_SECONDS:
             self.samples.popleft()
         speed = self.speed(now)
-        expected, generous = self.expected()
+        length = expected_length(self.history.runs, self.kind, self.tokens, self.limit)
+        expected, generous = self.expected(length)
         self.percent = advance_percent(self.percent, self.percent_tokens, self.tokens, generous)
         self.percent_tokens = max(self.percent_tokens, self.tokens)
-        left = self.time_left(now, speed)
+        left = self.time_left(now, speed, length)
         return {
             "current_tokens": self.tokens,
             "tokens_per_second": round(speed, 2),
@@ -83,22 +84,21 @@ class Meter:
             "progress_percentage": self.percent,
         }
 
-    def expected(self):
-        """(the total length to expect, a generous one for the bar): learned, and conditional on
-        the count so far."""
-        length = expected_length(self.history.runs, self.kind, self.tokens, self.limit)
+    def expected(self, length):
+        """(the total length to expect, a generous one for the bar): the learned `length`,
+        conditional on the count so far, else num_predict or a fallback."""
         if length is not None:
             return length.point, length.high
         guess = max(self.limit or FALLBACK_EXPECTED_TOKENS, self.tokens + 1)
         return guess, guess
 
-    def time_left(self, now, speed):
+    def time_left(self, now, speed, length):
         """The learned Estimate of the time left, or None while the model has no history."""
         if self.first_token_at is None:
             return before_first_token_left(self.history, self.kind, self.limit, self.cold,
                                            self.prompt_tokens, now - self.started)
         trusted = now - self.first_token_at >= TRUSTED_SPEED_SECONDS and self.tokens >= TRUSTED_SPEED_TOKENS
-        return generating_left(self.history, self.kind, self.tokens, self.limit, speed if trusted else None)
+        return generating_left(self.history, self.kind, self.tokens, self.limit, speed if trusted else None, length)
 
     def speed(self, now):
         """Tokens per second over the recent window, counted from the first token (load excluded)."""

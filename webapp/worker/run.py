@@ -43,10 +43,9 @@ class Run:
                      "stream": True, **({"system": job.system} if job.system else {})}
         self.config = app.config
         num_predict = (job.options or {}).get("num_predict")
-        self.cold = not model_is_loaded(self.config["OLLAMA_URL"], job.model)
         self.meter = Meter(started=clock(), history=history.learned(job.model),
                            kind=job.prompt_kind or prompt_kind(job.prompt, job.system),
-                           limit=num_predict if num_predict and num_predict > 0 else None, cold=self.cold,
+                           limit=num_predict if num_predict and num_predict > 0 else None,
                            prompt_tokens=prompt_tokens_guess(job.prompt, job.system))
         # Even with num_predict the length is a guess: most answers end before the limit.
         self.expected_fields = {"progress_is_estimate": True}
@@ -62,6 +61,8 @@ class Run:
 
     # --- the stream (this thread) -------------------------------------------------------------
     def run(self):
+        # Asked here, in the run's own thread: a slow Ollama must not hold up the claim loop.
+        self.meter.cold = not model_is_loaded(self.config["OLLAMA_URL"], self.model)
         ticker = threading.Thread(target=self._tick_loop, name=f"ticker-{self.pk}", daemon=True)
         ticker.start()
         try:
@@ -222,7 +223,7 @@ class Run:
                 "tokens_per_second": speed if speed is not None else live["tokens_per_second"],
                 "elapsed_time": live["elapsed_time"], "estimated_time_remaining": 0,
                 "estimated_time_remaining_low": 0, "estimated_time_remaining_high": 0,
-                "progress_percentage": 100.0, "error_message": None, **learned_from(final, self.cold)}
+                "progress_percentage": 100.0, "error_message": None, **learned_from(final, self.meter.cold)}
 
     def _failed(self, error):
         if error.retryable and self.attempts < self.config["MAX_ATTEMPTS"]:
