@@ -64,6 +64,7 @@
   var moved = {};  // job id -> [tokens/phase, when they last changed]: heartbeats alone are not progress
   function adopt(card) {
     card.dataset.receivedAt = String(now());
+    followText(card);
     var progress = card.dataset.tokens + "/" + card.dataset.phase;
     if (!moved[card.dataset.job] || moved[card.dataset.job][0] !== progress) {
       moved[card.dataset.job] = [progress, now()];
@@ -128,6 +129,96 @@
       }
     });
   }, 100);
+
+  // --- the text as it is written ------------------------------------------------------------
+  // Each piece says where it starts (in code points, as the server counts) and which attempt it
+  // belongs to. It is appended only where the text shown ends: an overlap (a reconnect that
+  // repeats) is trimmed, a gap is fetched, a reset (a retry) starts the text over. textContent
+  // only: the text is never parsed as HTML.
+  function outputFor(job) {
+    return document.querySelector('pre.output-text[data-live="true"][data-job="' + job + '"]');
+  }
+  function atEnd(box) { return box.scrollHeight - box.scrollTop - box.clientHeight < 8; }
+
+  function startOver(pre, attempt) {
+    var thinking = document.getElementById("thinking-" + pre.dataset.job);
+    pre.textContent = "";
+    if (thinking) thinking.textContent = "";
+    pre.dataset.chars = "0";
+    pre.dataset.thinkingChars = "0";
+    pre.dataset.attempt = String(attempt);
+    var note = document.querySelector("#result .attempt");
+    if (note) {
+      note.textContent = "attempt " + attempt + " of " + note.dataset.max;
+      note.hidden = attempt <= 1;
+    }
+  }
+
+  function apply(pre, kind, piece) {
+    if (!pre || !piece) return;
+    if (piece.reset) startOver(pre, piece.attempt);
+    if (Number(piece.attempt) !== Number(pre.dataset.attempt)) { fetchMissing(pre); return; }
+    var key = kind === "text" ? "chars" : "thinkingChars";
+    var have = Number(pre.dataset[key]);
+    if (piece.offset > have) { fetchMissing(pre); return; }  // a piece went missing: ask for it
+    var fresh = Array.from(piece.text).slice(have - piece.offset);
+    if (!fresh.length) return;
+    var box = kind === "text" ? pre : document.getElementById("thinking-" + pre.dataset.job);
+    if (!box) return;
+    var follow = atEnd(box);
+    box.appendChild(document.createTextNode(fresh.join("")));
+    pre.dataset[key] = String(have + fresh.length);
+    if (kind === "text") {
+      pre.dataset.empty = "false";
+      var waiting = document.querySelector("#result .waiting");
+      if (waiting) waiting.hidden = true;
+    } else if (box.closest("details")) {
+      box.closest("details").hidden = false;
+    }
+    if (follow) box.scrollTop = box.scrollHeight;  // follow the end, unless the reader scrolled up
+  }
+
+  // When the stream is blocked: fetch only what this page lacks, one request at a time.
+  var fetching = {};
+  function fetchMissing(pre) {
+    var job = pre.dataset.job;
+    if (fetching[job]) return;
+    fetching[job] = true;
+    var url = pre.dataset.outputUrl + "?attempt=" + pre.dataset.attempt + "&from=" + pre.dataset.chars +
+      "&thinking_from=" + pre.dataset.thinkingChars;
+    fetch(url, { headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (body) {
+        if (body) { apply(pre, "thinking", body.thinking); apply(pre, "text", body.output); }
+      })
+      .catch(function () {})
+      .then(function () { fetching[job] = false; });
+  }
+
+  document.addEventListener("htmx:sseOpen", function (evt) {
+    var source = evt.detail.source;
+    Array.prototype.forEach.call(document.querySelectorAll('pre.output-text[data-live="true"]'), function (pre) {
+      ["output", "thinking"].forEach(function (name) {
+        source.addEventListener(name + "-" + pre.dataset.job, function (e) {
+          lastSse = now();
+          apply(pre, name === "output" ? "text" : "thinking", JSON.parse(e.data));
+        });
+      });
+    });
+  });
+
+  // A card that came by polling says how much text there is: fetch what is missing. (With a
+  // fresh stream, the text follows the card in the same message batch.)
+  function followText(card) {
+    var pre = outputFor(card.dataset.job);
+    var thinking = pre && document.querySelector("#result .thinking-tokens");
+    if (thinking && Number(card.dataset.thinkingTokens)) thinking.textContent = card.dataset.thinkingTokens;
+    if (!pre || now() - lastSse < SSE_FRESH_MS) return;
+    if (card.dataset.attempt !== pre.dataset.attempt || Number(card.dataset.chars) > Number(pre.dataset.chars) ||
+        Number(card.dataset.thinkingChars) > Number(pre.dataset.thinkingChars)) {
+      fetchMissing(pre);
+    }
+  }
 
   // --- copy to clipboard ------------------------------------------------------------------
   document.addEventListener("click", function (evt) {

@@ -61,6 +61,12 @@ class Job(db.Model):
     prompt_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     completion_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     total_tokens: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    # The text of the current attempt, as the worker has written it so far (its pieces are in
+    # ai_generation_output until the job ends; then `result` and `thinking` hold it whole).
+    output_chars: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")  # code points
+    thinking: so.Mapped[str | None] = so.mapped_column(LongText)
+    thinking_chars: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
+    thinking_tokens: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
     error_message: so.Mapped[str | None] = so.mapped_column(sa.Text)  # the job's state now
     # Why the previous attempt failed: shown as such while the next one runs.
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
@@ -89,3 +95,23 @@ class Job(db.Model):
 
     def __repr__(self):
         return f"<Job {self.job_id} {self.status} v{self.version}>"
+
+
+class OutputPiece(db.Model):
+    """What one progress write added to a job's text (or its thinking): append-only, so writing
+    and reading cost what is new, not the whole text. `char_from`/`char_to` count code points
+    from the start of that attempt's text."""
+    __tablename__ = "ai_generation_output"
+    __table_args__ = (
+        sa.Index("ix_output_read", "job_pk", "attempt", "kind", "char_to"),
+        {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},
+    )
+
+    id: so.Mapped[int] = so.mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_pk: so.Mapped[int] = so.mapped_column(BigId, sa.ForeignKey("ai_generation_jobs.id", ondelete="CASCADE"))
+    attempt: so.Mapped[int] = so.mapped_column(sa.Integer)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(8))  # "text" or "thinking"
+    char_from: so.Mapped[int] = so.mapped_column(sa.Integer)
+    char_to: so.Mapped[int] = so.mapped_column(sa.Integer)
+    content: so.Mapped[str] = so.mapped_column(LongText)
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)

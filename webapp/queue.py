@@ -15,11 +15,14 @@ def _bump(**values):
     return {"version": Job.version + 1, "last_update_at": utcnow(), **values}
 
 
-def _update(where, **values):
-    """One conditional UPDATE in its own short transaction; returns the number of rows changed."""
+def _update(where, adding=(), **values):
+    """One conditional UPDATE in its own short transaction; returns the number of rows changed.
+    `adding` (new rows) goes in the same transaction, only if the UPDATE changed the row."""
     statement = sa.update(Job).where(*where).values(**_bump(**values))
     # No ORM synchronisation: callers re-read what they need; it would cost a SELECT per write.
     result = db.session.execute(statement.execution_options(synchronize_session=False))
+    if result.rowcount and adding:
+        db.session.add_all(adding)
     db.session.commit()
     return result.rowcount
 
@@ -98,12 +101,14 @@ def _owned(job_pk, worker_id):
     return (Job.id == job_pk, Job.worker_id == worker_id, Job.status == statuses.PROCESSING)
 
 
-def heartbeat(job_pk, worker_id, lease_seconds, **fields):
-    """Fenced progress write that renews the lease. False: the job is no longer ours to run
-    (cancel requested, recovered by the sweep, or taken by another worker)."""
+def heartbeat(job_pk, worker_id, lease_seconds, pieces=(), **fields):
+    """Fenced progress write that renews the lease, with the text's new `pieces` (output rows)
+    in the same transaction: the row's character counts and the pieces always agree. False:
+    the job is no longer ours to run (cancel requested, recovered by the sweep, or taken by
+    another worker), and nothing was written."""
     where = (*_owned(job_pk, worker_id), Job.cancel_requested.is_(False))
     lease = utcnow() + timedelta(seconds=lease_seconds)
-    return _update(where, lease_until=lease, **fields) == 1
+    return _update(where, adding=pieces, lease_until=lease, **fields) == 1
 
 
 def finish(job_pk, worker_id, status, **fields):
@@ -113,11 +118,12 @@ def finish(job_pk, worker_id, status, **fields):
                    worker_id=None, lease_until=None, **fields) == 1
 
 
-# A job back in the queue starts its progress over (and says why it is there).
+# A job back in the queue starts its progress and its text over (and says why it is there).
 REQUEUED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_until": None,
             "current_tokens": 0, "progress_percentage": 0.0, "tokens_per_second": 0.0,
             "estimated_time_remaining": None, "estimated_time_remaining_low": None,
-            "estimated_time_remaining_high": None, "expected_tokens": None}
+            "estimated_time_remaining_high": None, "expected_tokens": None,
+            "output_chars": 0, "thinking_chars": 0, "thinking_tokens": 0}
 
 
 def retry_later(job_pk, worker_id, delay_seconds, message, last_error=None):

@@ -1,7 +1,7 @@
 """Plain-dict views of a job row: the one shape the status route, SSE and the card all read."""
 import calendar
 
-from webapp import estimates, history, queue, statuses
+from webapp import estimates, history, output, queue, statuses
 from webapp.models import utcnow
 
 HOLD_SHARE = 4  # a time left counts down to a quarter of itself between the worker's writes
@@ -34,6 +34,11 @@ def snapshot(job, position=None):
         "completion_tokens": job.completion_tokens,
         "total_tokens": job.total_tokens,
         "error_message": job.error_message,
+        # How much text the row says there is (the text itself: `output.text_of`, or a stream).
+        "output_attempt": output.attempt_of(job),
+        "output_chars": job.output_chars or 0,
+        "thinking_chars": job.thinking_chars or 0,
+        "thinking_tokens": job.thinking_tokens or None,
         "prompt": job.prompt,
         "model": job.model,
         "attempts": job.attempts,

@@ -4,10 +4,10 @@ import json
 from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
-from webapp import queue, statuses
+from webapp import output, queue, statuses
 from webapp.snapshots import snapshot_of
 from webapp.web.access import get_job_or_404, limit_rate, token_required
-from webapp.web.validation import generation_request
+from webapp.web.validation import generation_request, include_output
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/ai/generation")
 
@@ -47,7 +47,14 @@ def create():
 
 @bp.get("/<job_id>/status")
 def status(job_id):
-    return jsonify(success=True, job=snapshot_of(get_job_or_404(job_id)))
+    """The job; with `?include=output`, its text so far (and its thinking) too."""
+    with_text = include_output()
+    job = get_job_or_404(job_id)
+    snap = snapshot_of(job)
+    if with_text:
+        texts = output.text_of(job)
+        snap.update(output=texts["text"], thinking=texts["thinking"] or None)
+    return jsonify(success=True, job=snap)
 
 
 @bp.post("/<job_id>/cancel")

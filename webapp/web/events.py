@@ -1,22 +1,36 @@
 """The JSON stream's events for a job snapshot, in the contract's shapes."""
 from webapp import statuses
 
-PROGRESS_FIELDS = ("status", "phase", "progress", "progress_is_estimate", "current_tokens",
-                   "tokens_per_second", "elapsed_time", "estimated_remaining", "prompt_tokens",
-                   "completion_tokens", "total_tokens", "queue_position", "estimated_remaining_low",
-                   "estimated_remaining_high", "time_since_submit")
+# `null`s are left out: a progress event goes out every half second to every watcher.
+PROGRESS_FIELDS = ("status", "phase", "progress", "current_tokens", "tokens_per_second", "elapsed_time",
+                   "estimated_remaining", "estimated_remaining_low", "estimated_remaining_high",
+                   "prompt_tokens", "completion_tokens", "total_tokens", "queue_position", "time_since_submit",
+                   "thinking_tokens", "timestamp")
 COMPLETE_FIELDS = ("status", "total_tokens", "prompt_tokens", "completion_tokens", "elapsed_time",
-                   "tokens_per_second")
+                   "tokens_per_second", "thinking_tokens")
 
 
 def job_event(snap):
     """(event name, payload): `complete`, `error` (failed or cancelled) or `progress`."""
     status = snap["status"]
     if status == statuses.COMPLETED:
-        return "complete", {key: snap[key] for key in COMPLETE_FIELDS}
+        return "complete", _present(snap, COMPLETE_FIELDS)
     if status in statuses.ENDED:
         return "error", {"status": status, "error": snap.get("error_message") or status}
-    payload = {key: snap.get(key) for key in PROGRESS_FIELDS}
-    payload["timestamp"] = snap.get("timestamp")
-    payload["updated_at"] = snap.get("last_update_at")  # ms precision, for clients and benchmarks
+    payload = _present(snap, PROGRESS_FIELDS)
+    if "progress" in payload:
+        payload["progress"] = round(payload["progress"], 1)
     return "progress", payload
+
+
+def _present(snap, fields):
+    return {key: snap[key] for key in fields if snap.get(key) is not None}
+
+
+def text_event(kind, offset, text, attempt, reset=False):
+    """(`output` or `thinking`, payload): a piece of the text that starts `offset` characters
+    (code points) in; `reset` tells the client to drop the text it had (a retry starts over)."""
+    payload = {"offset": offset, "text": text, "attempt": attempt}
+    if reset:
+        payload["reset"] = True
+    return ("output" if kind == "text" else "thinking"), payload

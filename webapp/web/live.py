@@ -5,7 +5,7 @@ import time
 
 from flask import Response
 
-from webapp import queue, statuses
+from webapp import output, queue, statuses
 from webapp.extensions import db
 from webapp.snapshots import snapshots_of
 from webapp.web import sse, watch
@@ -13,14 +13,39 @@ from webapp.web import sse, watch
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
 
-def read_snapshots(job_ids):
+def read_snapshots(job_ids, positions=None, tails=False):
     """Snapshots of these jobs (None for unknown ones), read before the first byte; the pooled
-    connection goes back at once."""
+    connection goes back at once. For each job in `positions` (what the client has of its text,
+    or None), the snapshot also carries the text the client lacks, as `_opening`; with `tails`,
+    the last lines of each job's text, as cards show them."""
     try:
-        found = {snap["job_id"]: snap for snap in snapshots_of(queue.get_many(job_ids))}
+        rows = queue.get_many(job_ids)
+        found = {snap["job_id"]: snap for snap in snapshots_of(rows)}
+        if tails:
+            public = {job.id: job.job_id for job in rows}
+            for pk, tail in output.tails(rows).items():
+                found[public[pk]]["output_tail"] = tail
+        if positions is not None:
+            _read_opening_texts([job for job in rows if job.job_id in positions], positions, found)
         return {job_id: found.get(job_id) for job_id in job_ids}
     finally:
         db.session.remove()
+
+
+def _read_opening_texts(rows, positions, snaps):
+    """One read of the text every client of these jobs lacks: from its position when it has text
+    of the row's attempt, else all of it (a reset, if it had any)."""
+    starts, resets = {}, {}
+    for job in rows:
+        attempt, *lengths = output.position(job)
+        have_attempt, *have = positions[job.job_id] or (attempt, 0, 0)
+        behind = have_attempt == attempt and all(mine <= theirs for mine, theirs in zip(have, lengths, strict=True))
+        starts[job.id] = dict(zip(output.KINDS, have if behind else (0, 0), strict=True))
+        resets[job.id] = not behind
+    texts = output.since(rows, starts)
+    for job in rows:
+        new = {kind: (starts[job.id][kind], texts.get(job.id, {}).get(kind, "")) for kind in output.KINDS}
+        snaps[job.job_id]["_opening"] = (new, resets[job.id], output.position(job))
 
 
 def event_stream(events):
@@ -29,51 +54,55 @@ def event_stream(events):
 
 def rendered_once(render):
     """Render a snapshot once for all its subscribers: the watcher hands each of them the same
-    dict, so the frame is kept on it (a thousand watchers cost one render, not a thousand)."""
-    def render_once(snap):
+    dict, so the frame is kept on it (a thousand watchers cost one render, not a thousand).
+    Extra arguments (hashable: where a client's text stands) key the frame too."""
+    def render_once(snap, *args):
         frames = snap.setdefault("_frames", {})
-        if render not in frames:
-            frames[render] = render(snap)
-        return frames[render]
+        key = (render, *args)
+        if key not in frames:
+            frames[key] = render(snap, *args)
+        return frames[key]
     return render_once
 
 
-def follow(app, first, snaps, render, ping, ping_after, clock=time.monotonic, end=""):
-    """`retry:`, the `first` snapshots at once, then each change of the live jobs among `snaps`
-    until they have all ended (then `end`), `SSE_MAX_DURATION` passes, or the process shuts
-    down. A `ping` goes out after `ping_after` s without an event."""
+def follow(app, opening, snaps, emit, ping, ping_after, clock=time.monotonic, end="", positions=None,
+           texts=False):
+    """`retry:`, the `opening` frames at once, then `emit(snap, subscription)` for each change
+    of the live jobs among `snaps` until they have all ended (then `end`), `SSE_MAX_DURATION`
+    passes, or the process shuts down. A `ping` goes out after `ping_after` s without an event.
+    `positions` (what the client has of each job's text) and `texts` go to the subscription."""
     yield sse.retry()
-    for snap in first:
-        yield render(snap)
+    yield from opening
     live = {snap["job_id"]: snap for snap in snaps if snap["status"] not in statuses.ENDED}
     if live:
         watcher = watch.get(app)
-        sub = watcher.subscribe(list(live.values()))
+        sub = watcher.subscribe(list(live.values()), positions, texts)
         try:
-            yield from changes(sub, live, render, ping, app.config["SSE_MAX_DURATION"], ping_after, clock)
+            yield from changes(sub, live, emit, ping, app.config["SSE_MAX_DURATION"], ping_after, clock)
         finally:
             watcher.unsubscribe(sub)
     if not live and end:
         yield end
 
 
-def changes(sub, live, render, ping, max_duration, ping_after, clock):
+def changes(sub, live, emit, ping, max_duration, ping_after, clock):
     """The frames of one subscription until its jobs end, the time limit, or shutdown."""
     started = last_sent = clock()
     last = next(iter(live.values()))
     while live:
         now = clock()
         if now - started >= max_duration:
+            # With text, the id stays the last event's (a position in the text): none is given.
             yield sse.event("timeout", {"status": last["status"], "message":
                                         "stream lasted SSE_MAX_DURATION; reconnect to go on"},
-                            last["version"] if len(live) == 1 else None)
+                            last["version"] if len(live) == 1 and not sub.positions else None)
             return
         snaps = sub.take(max(0.0, min(ping_after - (now - last_sent), max_duration - (now - started))))
         if sub.closed:
             yield sse.retry()  # shutting down: reconnect (to another process) soon
             return
         for snap in snaps:
-            yield render(snap)
+            yield emit(snap, sub)
             last, last_sent = snap, clock()
             if snap["status"] in statuses.ENDED:
                 live.pop(snap["job_id"], None)

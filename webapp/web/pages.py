@@ -12,10 +12,11 @@ from flask import (
     url_for,
 )
 
-from webapp import ollama, queue, statuses
+from webapp import ollama, output, queue, statuses
 from webapp.snapshots import snapshot_of, snapshots_of
-from webapp.web import csrf, live, sse
+from webapp.web import csrf, live, sse, transcripts
 from webapp.web.access import get_job_or_404, limit_rate
+from webapp.web.events import text_event
 from webapp.web.validation import InvalidInput, generation_request
 
 bp = Blueprint("pages", __name__)
@@ -34,8 +35,17 @@ def model_names():
     return _models["names"]
 
 
+def with_tails(rows):
+    """Snapshots for cards, each with the last line or two of its text (one read for all)."""
+    tails = output.tails(rows)
+    snaps = snapshots_of(rows)
+    for job, snap in zip(rows, snaps, strict=True):
+        snap["output_tail"] = tails.get(job.id, "")
+    return snaps
+
+
 def recent_cards():
-    return snapshots_of(queue.recent(10))
+    return with_tails(queue.recent(10))
 
 
 def index_page(error=None, form=None):
@@ -80,14 +90,22 @@ def _as_request(form):
     return body
 
 
+def with_text(job):
+    """A job's snapshot with its whole text and thinking so far (for its page)."""
+    snap = snapshot_of(job)
+    texts = output.text_of(job)
+    snap.update(output=texts["text"], thinking=texts["thinking"])
+    return snap
+
+
 @bp.get("/jobs/<job_id>")
 def job(job_id):
-    return render_template("job.html", job=snapshot_of(get_job_or_404(job_id)))
+    return render_template("job.html", job=with_text(get_job_or_404(job_id)))
 
 
 @bp.get("/jobs/<job_id>/card")
 def card(job_id):
-    snap = snapshot_of(get_job_or_404(job_id))
+    snap = with_tails([get_job_or_404(job_id)])[0]
     code = STOP_POLLING if snap["status"] in statuses.ENDED else 200
     # The version travels in a header too: the page refuses a poll older than the card it has.
     return render_template("_card.html", job=snap), code, {"X-Job-Version": str(snap["version"])}
@@ -95,7 +113,28 @@ def card(job_id):
 
 @bp.get("/jobs/<job_id>/result")
 def result(job_id):
-    return render_template("_result.html", job=snapshot_of(get_job_or_404(job_id)))
+    return render_template("_result.html", job=with_text(get_job_or_404(job_id)))
+
+
+@bp.get("/jobs/<job_id>/output")
+def output_since(job_id):
+    """The text a page lacks, when its stream is blocked: `?attempt=&from=&thinking_from=` say
+    what it has. JSON, the same pieces the stream's `output-<id>` and `thinking-<id>` carry."""
+    position = (_whole("attempt"), _whole("from"), _whole("thinking_from"))
+    snap = live.read_snapshots([job_id], {job_id: position})[job_id]
+    if snap is None:
+        abort(404, "No such job.")
+    texts, reset, now = snap["_opening"]
+    pieces = [text_event(kind, *texts[kind], now[0], reset)[1] for kind in output.KINDS]
+    return {"job_id": job_id, "version": snap["version"], "status": snap["status"],
+            "output": pieces[0], "thinking": pieces[1]}
+
+
+def _whole(name):
+    value = request.args.get(name, "0")
+    if not value.isdigit() or len(value) > 12:
+        abort(400, f"{name} must be a whole number of characters.")
+    return int(value)
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -110,15 +149,60 @@ def cancel(job_id):
 @bp.get("/jobs/stream", endpoint="stream")
 def stream_cards():
     """`?jobs=a,b`: the cards of these jobs as HTML fragments over one connection, one event name
-    per job (`job-<id>`), rendered by the same template as a poll."""
+    per job (`job-<id>`), rendered by the same template as a poll. A job page adds `&output=`
+    `<attempt>-<chars>-<thinking chars>` (what it shows): its text then follows, as JSON events
+    `output-<id>` and `thinking-<id>` that the page's script appends."""
     job_ids = [j for j in request.args.get("jobs", "").split(",") if j][:MAX_STREAMED_JOBS]
-    snaps = [snap for snap in live.read_snapshots(dict.fromkeys(job_ids)).values() if snap]
+    positions = _text_position(job_ids)
+    snaps = [snap for snap in live.read_snapshots(dict.fromkeys(job_ids), positions, tails=True).values()
+             if snap]
     if not snaps:
         abort(404, "None of these jobs exist.")
+    opening = [_card_event(snap) for snap in snaps]
+    if positions:
+        opening += [_text_events(snap, *snap["_opening"]) for snap in snaps]
+        positions = {snap["job_id"]: snap["_opening"][2] for snap in snaps}
     app = current_app._get_current_object()
-    events = live.follow(app, snaps, snaps, _card_event, lambda last: sse.ping(), HTML_PING_AFTER,
-                         end=sse.event("close", {}))
+    events = live.follow(app, opening, snaps, _emit, lambda last: sse.ping(), HTML_PING_AFTER,
+                         end=sse.event("close", {}), positions=positions, texts=True)
     return live.event_stream(stream_with_context(events))
+
+
+def _text_position(job_ids):
+    """{job_id: position} from `?output=` (one job only), or None."""
+    value = request.args.get("output")
+    if value is None:
+        return None
+    parts = value.split("-")
+    if len(job_ids) != 1 or len(parts) != 3 or not all(p.isdigit() and len(p) < 12 for p in parts):
+        abort(400, "output must be <attempt>-<chars>-<thinking chars>, for one job.")
+    return {job_ids[0]: tuple(int(p) for p in parts)}
+
+
+def _emit(snap, sub):
+    """A change: the card, then (on a job page) the text the page lacks."""
+    card = _card_event(snap)
+    had = sub.positions.get(snap["job_id"])
+    if had is None:
+        return card
+    frames = snap.setdefault("_frames", {})
+    if ("page-text", had) not in frames:
+        missing = transcripts.missing(snap["_text"], had) or ({}, False, had)
+        frames[("page-text", had)] = _text_events(snap, *missing), missing[2]
+    rendered, sub.positions[snap["job_id"]] = frames[("page-text", had)]
+    return card + rendered
+
+
+def _text_events(snap, texts, reset, now):
+    """The text pieces as `output-<id>`/`thinking-<id>` JSON events (no id: the stream's ids are
+    the cards' versions)."""
+    frames = []
+    for kind in ("thinking", "text"):
+        offset, text = texts.get(kind, (0, ""))
+        if text or reset:
+            name, data = text_event(kind, offset, text, now[0], reset)
+            frames.append(sse.event(f"{name}-{snap['job_id']}", data))
+    return "".join(frames)
 
 
 @live.rendered_once

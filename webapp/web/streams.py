@@ -1,29 +1,86 @@
-"""The public SSE route: one job's progress, as the contract describes it."""
+"""The public SSE route: one job's progress, and with `?include=output` its text as it is written."""
 from flask import Blueprint, current_app, request
 
 from webapp import statuses
-from webapp.web import live, sse
+from webapp.web import live, sse, transcripts
 from webapp.web.access import no_such_job
-from webapp.web.events import job_event
+from webapp.web.events import job_event, text_event
+from webapp.web.validation import include_output
 
 bp = Blueprint("streams", __name__, url_prefix="/api/v1/ai/generation")
 
 
 @bp.get("/<job_id>/progress")
 def progress(job_id):
-    snap = live.read_snapshots([job_id])[job_id]
+    with_text = include_output()
+    version, position = parse_event_id(request.headers.get("Last-Event-ID", ""))
+    snap = live.read_snapshots([job_id], {job_id: position} if with_text else None)[job_id]
     if snap is None:
         raise no_such_job(job_id)
     # A reconnect that already has this version gets no repeat (unless it is the final one).
-    resumed = (request.headers.get("Last-Event-ID", "") == str(snap["version"])
-               and snap["status"] not in statuses.ENDED)
+    resumed = version == snap["version"] and snap["status"] not in statuses.ENDED
     app = current_app._get_current_object()
-    events = live.follow(app, [] if resumed else [snap], [snap], json_event,
-                         lambda last: sse.ping(last["version"]), app.config["SSE_PING_INTERVAL"])
-    return live.event_stream(events)
+    if not with_text:
+        return live.event_stream(live.follow(
+            app, [] if resumed else [json_event(snap)], [snap], lambda snap, _sub: json_event(snap),
+            lambda last: sse.ping(last["version"]), app.config["SSE_PING_INTERVAL"]))
+    texts, reset, now = snap["_opening"]
+    opening = [with_text_events(snap, position, texts, reset, now, skip_progress=resumed)]
+    return live.event_stream(live.follow(
+        app, opening, [snap], emit_with_text, lambda _last: sse.ping(), app.config["SSE_PING_INTERVAL"],
+        positions={job_id: now}))
+
+
+def parse_event_id(value):
+    """(version, text position) from a Last-Event-ID: `<version>` from a stream without text,
+    `<version>-<attempt>-<text chars>-<thinking chars>` from one with it. Anything else: (None, None)."""
+    parts = value.split("-")
+    if not all(part.isdigit() and len(part) < 12 for part in parts) or len(parts) not in (1, 4):
+        return None, None
+    numbers = tuple(int(part) for part in parts)
+    return numbers[0], (numbers[1:] if len(parts) == 4 else None)
 
 
 @live.rendered_once
 def json_event(snap):
     name, data = job_event(snap)
     return sse.event(name, data, snap["version"])
+
+
+def emit_with_text(snap, sub):
+    """A change, for a client that is sent the text: what it lacks of the snapshot's text (all
+    it missed, if it was slow), with the job's event. Clients that stand at the same place (all
+    but the slow ones) share one rendering."""
+    had = sub.positions[snap["job_id"]]
+    frames = snap.setdefault("_frames", {})
+    if ("text", had) not in frames:
+        missing = transcripts.missing(snap["_text"], had)
+        # None: this process's copy is behind what the client has; nothing to add yet.
+        texts, reset, now = missing or ({}, False, had)
+        frames[("text", had)] = with_text_events(snap, had, texts, reset, now), now
+    rendered, sub.positions[snap["job_id"]] = frames[("text", had)]
+    return rendered
+
+
+def with_text_events(snap, had, texts, reset, now, skip_progress=False):
+    """The job's event and its text events, each with an id saying where the client stands after
+    it: `<version>-<attempt>-<text chars>-<thinking chars>`. Text comes first for an ended job
+    (all of it is there when the end is), after the progress event for a live one."""
+    before = tuple(had or (now[0], 0, 0))
+    position = [now[0], 0, 0] if reset else list(before)
+    frames = []
+    for kind, index in (("thinking", 2), ("text", 1)):  # thinking comes before the answer
+        offset, text = texts.get(kind, (position[index], ""))
+        if text or (reset and kind == "text"):
+            position[index] = offset + len(text)
+            name, data = text_event(kind, offset, text, now[0], reset)
+            frames.append(sse.event(name, data, event_id(snap, position)))
+            reset = False
+    ended = snap["status"] in statuses.ENDED
+    name, data = job_event(snap)
+    own = "" if skip_progress else sse.event(name, data, event_id(snap, position if ended else before))
+    return "".join([*frames, own] if ended else [own, *frames])
+
+
+def event_id(snap, position):
+    return "-".join(str(number) for number in (snap["version"], *position))

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 from webapp import statuses
 from webapp.snapshots import HOLD_SHARE
-from webapp.web import csrf
+from webapp.web import csrf, markdown
 
 SOON_MS = 1000  # a time left below this reads "any moment now": no figure would be honest
 STALLED_AFTER_MS = 10_000  # a running job whose row has not changed for this long looks stalled
@@ -62,6 +62,7 @@ def stall_note(job, now=None):
 
 def register(app):
     app.jinja_env.filters["duration"] = duration
+    app.jinja_env.filters["markdown"] = markdown.render
     app.jinja_env.globals.update(headline=headline, stall_note=stall_note, statuses=statuses,
                                  ENDED=statuses.ENDED, STALLED_AFTER_MS=STALLED_AFTER_MS, SOON_MS=SOON_MS,
                                  HOLD_SHARE=HOLD_SHARE)

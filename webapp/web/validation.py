@@ -2,6 +2,8 @@
 import re
 from numbers import Real
 
+from flask import request
+
 MAX_PROMPT = 32_000
 FIELDS = ("prompt", "model", "system", "options")
 # Ollama model names: [namespace/]name[:tag], letters, digits, and . _ - (at most 200 chars).
@@ -99,3 +101,15 @@ def generation_request(body, default_model):
         "system": _text("system", body.get("system"), required=False),
         "options": _options(body.get("options")),
     }
+
+
+INCLUDES = ("output",)
+
+
+def include_output():
+    """`?include=output` (comma-separated, for later additions): True when the text is wanted."""
+    asked = [part.strip() for part in request.args.get("include", "").split(",") if part.strip()]
+    unknown = [part for part in asked if part not in INCLUDES]
+    if unknown:
+        raise InvalidInput("include", f"can only be {', '.join(INCLUDES)}, not {unknown[0]!r}")
+    return "output" in asked

@@ -8,10 +8,11 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import statuses
+from webapp import output, statuses
 from webapp.extensions import db
 from webapp.models import Job
 from webapp.snapshots import snapshots_of
+from webapp.web.transcripts import Transcript
 
 log = logging.getLogger(__name__)
 BATCH = 500  # ids per query: large enough for one read per tick, small enough for any server
@@ -20,21 +21,31 @@ MAX_BACKOFF = 5.0
 
 class Subscription:
     """One client's view: the newest snapshot per job, waiting to be sent (a slow client gets the
-    latest state, never a backlog)."""
+    latest state, never a backlog; the newest snapshot's text reaches back to what it missed).
+    `positions` is {job_id: (attempt, text chars, thinking chars)} the client has of the jobs
+    whose text it is sent; `texts` says the watcher must keep the jobs' text (cards show its
+    last lines) even when none is sent."""
 
-    def __init__(self, snaps):
+    def __init__(self, snaps, positions=None, texts=False):
         self.job_ids = tuple(snap["job_id"] for snap in snaps)
         self.sent = {snap["job_id"]: change_key(snap) for snap in snaps}  # what the client already has
+        self.positions = dict(positions or {})
+        self.texts = texts or bool(self.positions)
         self.pending = {}
         self.ready = threading.Event()
         self.closed = False  # set on shutdown: the stream ends so the client reconnects elsewhere
 
     def offer(self, snap):
+        """Queue a snapshot; False when it lacks the text this client needs (the watcher then
+        reads the job again next tick, text included)."""
         if self.sent.get(snap["job_id"]) == change_key(snap):
-            return
+            return True
+        if self.texts and "_text" not in snap:
+            return False
         self.sent[snap["job_id"]] = change_key(snap)
         self.pending[snap["job_id"]] = snap
         self.ready.set()
+        return True
 
     def take(self, timeout):
         """Wait up to `timeout` s; the pending snapshots (maybe none), oldest job first."""
@@ -56,20 +67,25 @@ class Watcher:
         self.interval = interval
         self.subscribers = {}   # job_id -> set of Subscription
         self.seen = {}          # job_id -> (version, queue position) last fanned out
+        self.texting = {}       # job_id -> how many of its subscriptions want its text
+        self.transcripts = {}   # job_id -> Transcript of its current attempt (read once, then appended)
         self.wake = threading.Event()
         self.thread = None
         self.starting = threading.Lock()
         self.stopping = False
         self.reads = 0          # queries issued (the benchmark reads it)
 
-    def subscribe(self, snaps):
-        """Follow the jobs of these snapshots (already sent to the client)."""
-        sub = Subscription(snaps)
+    def subscribe(self, snaps, positions=None, texts=False):
+        """Follow the jobs of these snapshots (already sent to the client, with their text up
+        to `positions`)."""
+        sub = Subscription(snaps, positions, texts)
         if self.stopping:  # a stream that subscribes after SIGTERM ends at once too
             sub.close()
             return sub
         for snap in snaps:
             self.subscribers.setdefault(snap["job_id"], set()).add(sub)
+            if sub.texts:
+                self.texting[snap["job_id"]] = self.texting.get(snap["job_id"], 0) + 1
             if self.seen.setdefault(snap["job_id"], change_key(snap)) != change_key(snap):
                 # This client read the row at another version than the watcher last fanned out
                 # (maybe the final one): forget it, so the next tick reads the row again; the
@@ -82,11 +98,19 @@ class Watcher:
     def unsubscribe(self, sub):
         for job_id in sub.job_ids:
             subs = self.subscribers.get(job_id)
-            if subs is not None:
+            if subs is not None and sub in subs:
                 subs.discard(sub)
+                if sub.texts:
+                    self._stop_texting(job_id)
                 if not subs:
                     del self.subscribers[job_id]
                     self.seen.pop(job_id, None)
+
+    def _stop_texting(self, job_id):
+        self.texting[job_id] -= 1
+        if not self.texting[job_id]:
+            del self.texting[job_id]
+            self.transcripts.pop(job_id, None)
 
     def shutdown(self):
         """End every stream (SIGTERM): clients reconnect to a process that is staying."""
@@ -149,12 +173,37 @@ class Watcher:
         # A queued job's place moves when jobs ahead are claimed, without its own row changing.
         self.reads += any(job.status == statuses.QUEUED for job in rows)
         snaps = snapshots_of(rows)
+        self._read_texts(rows, snaps)
         return [snap for snap in snaps if self.seen.get(snap["job_id"]) != change_key(snap)]
+
+    def _read_texts(self, rows, snaps):
+        """Bring the kept transcripts up to the rows just read: one query for the new text of
+        every job, whoever watches it; each snapshot carries a view of its job's text."""
+        rows = [(job, snap) for job, snap in zip(rows, snaps, strict=True) if job.job_id in self.texting]
+        starts = {}
+        for job, _snap in rows:
+            kept = self.transcripts.get(job.job_id)
+            attempt, *lengths = output.position(job)
+            if kept is None or kept.attempt != attempt or any(
+                    mine > theirs for mine, theirs in zip(kept.lengths(), lengths, strict=True)):
+                kept = self.transcripts[job.job_id] = Transcript(attempt)  # a new attempt: read from 0
+            starts[job.id] = dict(zip(output.KINDS, kept.lengths(), strict=True))
+        if not rows:
+            return
+        found, wants = output.plan([job for job, _snap in rows], starts)
+        new = output.merge(found, output.read(wants))
+        self.reads += bool(wants)
+        for job, snap in rows:
+            kept = self.transcripts[job.job_id]
+            kept.extend(new.get(job.id, {}))
+            snap["_text"] = kept.view()
+            snap["output_tail"] = snap["_text"].tail()
 
     def _fan_out(self, snap):
         self.seen[snap["job_id"]] = change_key(snap)
         for sub in list(self.subscribers.get(snap["job_id"], ())):
-            sub.offer(snap)
+            if not sub.offer(snap):
+                self.seen.pop(snap["job_id"], None)  # read it again, with its text, next tick
 
 
 def change_key(snap):

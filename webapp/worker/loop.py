@@ -8,13 +8,14 @@ import uuid
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import queue
+from webapp import output, queue
 from webapp.extensions import discard_session
 from webapp.worker.run import Run
 
 log = logging.getLogger(__name__)
 IDLE_POLL = 0.5       # seconds between claim attempts when the queue is empty
 SWEEP_EVERY = 5.0     # seconds between sweeps for jobs whose lease ran out
+PRUNE_EVERY = 60.0    # seconds between clear-outs of text pieces that the job rows now hold
 # Seconds after the grace for aborted jobs to be released: 20 s grace + 5 s stays under the
 # 30 s after which a PaaS kills the process.
 RELEASE_WAIT = 5.0
@@ -37,6 +38,7 @@ class Worker:
         self.stopping = threading.Event()
         self.wake = threading.Event()  # a slot came free, or stop() was called
         self.last_sweep = 0.0
+        self.last_prune = 0.0
 
     def serve(self):
         """Claim and run until `stop()`; then drain, release leftovers and return."""
@@ -94,6 +96,9 @@ class Worker:
                 changed = queue.recover_expired(self.app.config["MAX_ATTEMPTS"])
                 if changed:
                     log.warning("recovered %d job(s) whose worker stopped renewing its lease", changed)
+                if time.monotonic() - self.last_prune >= PRUNE_EVERY:
+                    self.last_prune = time.monotonic()
+                    output.prune()
             except SQLAlchemyError as error:
                 log.warning("sweep failed, database error: %s", error)
             finally:

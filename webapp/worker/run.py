@@ -7,11 +7,12 @@ import time
 
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from webapp import history, queue, statuses
+from webapp import history, output, queue, statuses
 from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.ollama import Generation, OllamaError, model_is_loaded
 from webapp.progress import Meter, estimate_tokens, final_speed, prompt_tokens_guess
+from webapp.worker.transcript import Transcript
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 2.0
@@ -49,7 +50,7 @@ class Run:
                            prompt_tokens=prompt_tokens_guess(job.prompt, job.system))
         # Even with num_predict the length is a guess: most answers end before the limit.
         self.expected_fields = {"progress_is_estimate": True}
-        self.text, self.phase = [], "waiting_model"
+        self.text, self.thinking_tokens, self.phase = Transcript(), 0, "waiting_model"
         self.lock = threading.Lock()
         self.wake = threading.Event()  # the first token, or the end: write without waiting
         self.ticking = True
@@ -79,7 +80,9 @@ class Run:
         for chunk in self.generation:
             piece, thought = chunk.get("response") or "", chunk.get("thinking") or ""
             with self.lock:
-                self.text.append(piece)
+                self.text.add("text", piece)
+                self.text.add("thinking", thought)
+                self.thinking_tokens += estimate_tokens(thought)
                 first = self.meter.first_token_at is None
                 self.meter.add(estimate_tokens(piece) + estimate_tokens(thought), self.clock())
                 self.phase = "generating" if piece or self.phase == "generating" else (
@@ -111,15 +114,23 @@ class Run:
                     extra = {}
 
     def _write_progress(self, extra):
-        """One fenced write; False when the database did not take it."""
+        """One fenced write, with the text that is new since the last one; False when the
+        database did not take it (the text then goes with the next write)."""
         try:
             if not self.meter.history:  # the model's first jobs: learn as soon as one has ended
                 self.meter.history = history.learned(self.model)
             with self.lock:
-                fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra}
+                fields = {**self.meter.sample(self.clock()), "phase": self.phase, **extra,
+                          "thinking_tokens": self.thinking_tokens}
+                new, taken = self.text.unwritten()
             self._log_progress(fields)
-            ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"], **fields)
-            if not ours and self.ticking:
+            ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"],
+                                   pieces=output.pieces(self.pk, self.attempts, new), **fields,
+                                   **self.text.chars(new))
+            if ours:
+                with self.lock:
+                    self.text.landed(new, taken)
+            elif self.ticking:
                 self._stop(queue.cancel_requested(self.pk))
         except SQLAlchemyError as error:
             db.session.rollback()
@@ -207,18 +218,24 @@ class Run:
         if self._write_final(queue.release, give_up_at=give_up_at):
             log.info("job %s: released to the queue (attempt refunded)", self.pk)
 
+    def _texts(self):
+        """The whole text and thinking, for the final write (the row then holds them)."""
+        text, thinking = self.text.whole("text"), self.text.whole("thinking")
+        return {"result": text, "output_chars": len(text), "thinking": thinking or None,
+                "thinking_chars": len(thinking), "thinking_tokens": self.thinking_tokens}
+
     def _partial(self):
         with self.lock:
-            return {"result": "".join(self.text), **self.meter.sample(self.clock())}
+            return {**self._texts(), **self.meter.sample(self.clock())}
 
     def _completed(self, final):
         with self.lock:
-            text = "".join(self.text)
+            texts = self._texts()
             live = self.meter.sample(self.clock())
         prompt_tokens = final.get("prompt_eval_count") or 0  # omitted when zero (OLLAMA.md §1)
         completion = final.get("eval_count") or live["current_tokens"]
         speed = final_speed(final.get("eval_count"), final.get("eval_duration"))
-        return {"result": text, "current_tokens": completion, "completion_tokens": completion,
+        return {**texts, "current_tokens": completion, "completion_tokens": completion,
                 "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion,
                 "tokens_per_second": speed if speed is not None else live["tokens_per_second"],
                 "elapsed_time": live["elapsed_time"], "estimated_time_remaining": 0,
