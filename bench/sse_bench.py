@@ -27,20 +27,33 @@ text/event-stream) opens the SSE streams, spread evenly over the jobs, and measu
     next to the requirement's method, the delta of `SHOW GLOBAL STATUS LIKE 'Com_select'` over the
     window minus the same rate with the worker running and no watcher (server-wide: any other
     database's traffic shows up in it);
-  * delay from a progress write to its event at the client: receive time - the event's
-    `updated_at` (the row's last_update_at, set by the worker just before its commit), same
-    clock, p50/p99/max, at every level (the target is judged at --delay-watchers, 2,000); at that
-    level a 10 ms reader of the rows also splits it into write -> visible in the database ->
-    at the client;
-  * "fed on time": a client is on time for a write (job, version, updated_at) when it received an
-    event of that version or a later one within --on-time s (default 1) of updated_at; the share
-    of clients that missed any write in the window is "lagged";
+  * delay from a progress write to its event at the client: receive time - the write time of
+    the event's version, same clock, p50/p99/max, at every level (the target is judged at
+    --delay-watchers, 2,000). The write time does not come from the event (its data no longer
+    carries a timestamp of the write): a reader in this process polls
+    `SELECT job_id, version, last_update_at FROM ai_generation_jobs WHERE job_id IN (the bench's
+    jobs)` every 10 ms from the jobs' start to the end of the last mode, and keeps, for every
+    (job, version) it sees, the row's `last_update_at` (set by the worker just before its commit,
+    in ms), which is exact however late the reader sees it. A received event is matched by its
+    SSE `id:` line (the job's version; the streams are opened without `?include=output`, so ids
+    are plain integers). A version the reader never saw because the row was written again between
+    two of its reads has no write time: its events are skipped and counted per window
+    (`events_skipped_missed`; `reader.missed_versions` counts such versions), as are events of a
+    version the reader neither saw nor missed (`events_without_write_time`, expected 0). The reader's
+    SELECTs are subtracted from the server-wide Com_select figures; its CPU shows in `bench` and
+    `mariadbd`. Its first sight of each version also splits the delay into write -> visible in
+    the database -> at the client (with the reader's read interval, which bounds the error);
+  * "fed on time": a client is on time for a write (job, version, written at) when it received an
+    event of that version or a later one within --on-time s (default 1) of the write; every
+    version the reader saw written in the window counts, whether or not a client got it; the
+    share of clients that missed any write in the window is "lagged";
   * capacity (ours only): streams added in batches up to --capacity (10,000), with short checks
     every --probe-step streams above the delay level, until a batch fails or stalls or the time
     budget ends; the gunicorn worker's VmRSS before and with the streams open gives the memory
     per stream;
   * bytes per progress event: exactly the id + event + data lines + the blank line, mean/max,
-    and what each data field costs;
+    and what each data field costs (over a sample of the received events: a field left out of
+    some events, e.g. a null one, shows in how many it was present);
   * CPU of every process (web worker, livegen worker, simulator, mariadbd, this load generator,
     and everything else on the machine) per window, so a reader can tell when the cores ran out;
   * a probe of the watcher's start: a fresh ours whose first 50 subscribers arrive at once, and
@@ -167,11 +180,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def epoch_of(iso):
-    """'2026-11-21T08:13:39.523Z' -> time.time() seconds."""
-    return datetime.fromisoformat(iso.rstrip("Z")).replace(tzinfo=UTC).timestamp()
 
 
 def command_output(args):
@@ -322,6 +330,98 @@ class Db:
         return self.execute("SELECT VERSION()")[0][0]
 
 
+class RowReader:
+    """Polls the bench's job rows every `period` s in a greenlet of its own, for the whole run.
+
+    updated  (job index, version) -> the row's last_update_at (time.time() seconds): the write time
+             of that version, exact (the worker's own stamp, ms) however late this reader sees it;
+    visible  (job index, version) -> when this reader first saw it (after its read returned);
+    missed   (job index, version) -> when a read showed that this version had been overwritten
+             since the previous read: it has no write time, its events are skipped and counted;
+    at_start versions already there at the first read: visible, but since an unknown time.
+    """
+
+    def __init__(self, db, job_ids, period=0.01):
+        self.index = {job_id: i for i, job_id in enumerate(job_ids)}
+        self.kw = db.kw
+        self.conn = pymysql.connect(**db.kw)
+        self.query = (f"SELECT job_id, version, last_update_at FROM `{db.name}`.ai_generation_jobs "
+                      f"WHERE job_id IN ({','.join(self.conn.escape(j) for j in job_ids)})")
+        self.period = period
+        self.updated, self.visible, self.missed = {}, {}, {}
+        self.at_start = set()
+        self.last = {}          # job index -> latest version read
+        self.reads = 0          # SELECTs sent: taken out of the server-wide Com_select figures
+        self.read_done = []     # when each read returned (the read interval bounds `visible`)
+        self.errors = {}
+        self.running = False
+        self.greenlet = None
+
+    def read_once(self):
+        with self.conn.cursor() as cursor:
+            self.reads += 1
+            cursor.execute(self.query)
+            rows = cursor.fetchall()
+        now = time.time()
+        first = not self.read_done
+        self.read_done.append(now)
+        for job_id, version, written in rows:
+            job = self.index[job_id]
+            key = (job, version)
+            if key not in self.updated:
+                self.updated[key] = written.replace(tzinfo=UTC).timestamp()
+                self.visible[key] = now
+                if first:
+                    self.at_start.add(key)
+            last = self.last.get(job)
+            if last is not None and version > last + 1:
+                for skipped in range(last + 1, version):
+                    self.missed.setdefault((job, skipped), now)
+            if last is None or version > last:
+                self.last[job] = version
+
+    def loop(self):
+        while self.running:
+            started = time.monotonic()
+            try:
+                self.read_once()
+            except pymysql.err.Error as error:
+                name = type(error).__name__
+                self.errors[name] = self.errors.get(name, 0) + 1
+                gevent.sleep(0.2)
+                with contextlib.suppress(pymysql.err.Error):
+                    self.conn.ping(reconnect=True)
+            gevent.sleep(max(0.001, self.period - (time.monotonic() - started)))
+
+    def start(self):
+        self.running = True
+        self.read_once()  # the versions already there: their write times are known, not when they showed
+        self.greenlet = gevent.spawn(self.loop)
+
+    def catch_up(self, timeout=5.0):
+        """Wait for a read that started after now: every event received so far has its version read
+        (or missed)."""
+        target = self.reads + 2
+        deadline = time.monotonic() + timeout
+        while self.running and self.reads < target and time.monotonic() < deadline:
+            gevent.sleep(self.period / 2)
+
+    def stop(self):
+        self.running = False
+        if self.greenlet is not None:
+            self.greenlet.join(5)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    def window(self, t0, t1):
+        """How the reader did in [t0, t1]: its reads, their interval, the versions it missed."""
+        done = [t for t in self.read_done if t0 <= t <= t1]
+        gaps = [b - a for a, b in zip(done, done[1:], strict=False)]
+        missed = sum(1 for at in self.missed.values() if t0 <= at <= t1)
+        return {"reads": len(done), "interval_ms": dist_ms(gaps), "missed_versions": missed,
+                "errors": dict(self.errors)}
+
+
 # --- the SSE clients -----------------------------------------------------------------------------
 class Client:
     __slots__ = ("job", "state", "buf", "ev", "recs", "version", "error", "chunked", "done", "greenlet")
@@ -340,16 +440,18 @@ class Client:
 
 
 class Load:
-    """Every client of one mode, their counters, and the (job, version) -> updated_at map."""
+    """Every client of one mode and their counters; the write times come from `reader` (RowReader)."""
 
-    def __init__(self, mode, port, job_ids, updated, connect_timeout=60.0):
+    SAMPLE_EVERY, SAMPLES = 37, 400  # progress events kept for the per-field byte costs
+
+    def __init__(self, mode, port, job_ids, reader, connect_timeout=60.0):
         self.mode = mode
         self.addr = ("127.0.0.1", port)
         self.job_ids = job_ids
         self.requests = [(f"GET {PATHS[mode].format(job_id)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                           "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode()
                          for job_id in job_ids]
-        self.updated = updated   # shared by the modes: same rows, same versions
+        self.reader = reader   # shared by the modes: same rows, same versions
         self.connect_timeout = connect_timeout
         self.tolerance = 0.1  # a batch with more failed or stalled clients than this stops the ramp
         self.clients = []
@@ -360,7 +462,10 @@ class Load:
         self.progress_bytes_min = 1 << 30
         self.other_events = {}
         self.errors = {}
-        self.sample_event = None
+        self.sample_event = None    # the first progress event of a processing job
+        self.largest_event = None
+        self.samples = []           # every SAMPLE_EVERY-th progress event, up to SAMPLES
+        self.bad_ids = 0            # progress events whose id: line is missing or not an integer
 
     # one client --------------------------------------------------------------------------------
     def run_client(self, c):
@@ -445,15 +550,22 @@ class Load:
         size = len(text) + 2  # the blank line: the data line's own \n is in `text`, the 2nd \n here
         self.progress_events += 1
         self.progress_bytes += size
-        self.progress_bytes_max = max(self.progress_bytes_max, size)
+        if size > self.progress_bytes_max:
+            self.progress_bytes_max = size
+            self.largest_event = text
         self.progress_bytes_min = min(self.progress_bytes_min, size)
-        version = int(text[4:text.find(b"\n")]) if text.startswith(b"id: ") else -1
-        key = (c.job, version)
-        if key not in self.updated:
-            at = text.find(b'"updated_at":"')
-            self.updated[key] = epoch_of(text[at + 14:text.find(b'"', at + 14)].decode()) if at >= 0 else None
-            if self.sample_event is None and b'"status":"processing"' in text:
-                self.sample_event = text.decode() + "\n\n"
+        if self.progress_events % self.SAMPLE_EVERY == 1 and len(self.samples) < self.SAMPLES:
+            self.samples.append(text)
+        if self.sample_event is None and b'"status":"processing"' in text:
+            self.sample_event = text
+        # the id: line is the job's version (a plain integer: the streams are opened without
+        # ?include=output); the event's data is not read
+        version = -1
+        if text.startswith(b"id: "):
+            with contextlib.suppress(ValueError):
+                version = int(text[4:text.find(b"\n")])
+        if version < 0:
+            self.bad_ids += 1
         if c.state == CONNECTING:
             c.state = STREAMING  # the connect snapshot: not a live push, no delay recorded
         elif self.recording:
@@ -510,25 +622,35 @@ class Load:
         self.clients = []
 
     def judge(self, t0, t1, on_time):
-        """Delays of the live events received in [t0, t1], and who was fed on time."""
+        """Delays of the live events received in [t0, t1], and who was fed on time. The write time
+        of (job, version) is the row's last_update_at as the reader saw it; an event of a version the
+        reader missed (overwritten between two of its reads) is skipped and counted."""
         delays = []
-        updated = self.updated
+        updated, missed = self.reader.updated, self.reader.missed
+        skipped_missed = unknown = 0
+        received = set()
         for c in self.clients:
             job = c.job
-            for version, received in c.recs:
-                at = updated.get((job, version))
+            for version, got in c.recs:
+                key = (job, version)
+                received.add(key)
+                at = updated.get(key)
                 if at is not None:
-                    delays.append(received - at)
-        # the writes judged: versions someone saw, written in [t0, t1 - on_time]
+                    delays.append(got - at)
+                elif key in missed:
+                    skipped_missed += 1
+                else:
+                    unknown += 1
+        # the writes judged: every version of a watched job the reader saw, written in [t0, t1 - on_time]
+        watched = {c.job for c in self.clients}
         writes = {}
         for (job, version), at in updated.items():
-            if at is not None and t0 <= at <= t1 - on_time and job < len(self.job_ids):
+            if t0 <= at <= t1 - on_time and job in watched:
                 writes.setdefault(job, []).append((version, at))
-        gaps = 0
-        for job_writes in writes.values():
+        nobody = 0
+        for job, job_writes in writes.items():
             job_writes.sort()
-            versions = [v for v, _ in job_writes]
-            gaps += (versions[-1] - versions[0] + 1) - len(versions)
+            nobody += sum(1 for version, _ in job_writes if (job, version) not in received)
         lagged = not_streaming = checked = 0
         for c in self.clients:
             if c.state != STREAMING:
@@ -545,24 +667,38 @@ class Load:
                     break
             lagged += late
         n_writes = sum(len(w) for w in writes.values())
-        return {"delay_ms": dist_ms(delays), "events": len(delays), "writes_judged": n_writes,
-                "write_versions_nobody_got": gaps, "clients": len(self.clients),
+        return {"delay_ms": dist_ms(delays), "events": len(delays), "events_skipped_missed": skipped_missed,
+                "events_without_write_time": unknown, "writes_judged": n_writes,
+                "write_versions_nobody_got": nobody, "clients": len(self.clients),
                 "clients_not_streaming": not_streaming, "clients_lagged": lagged,
-                "lagged_fraction": round(lagged / len(self.clients), 4) if self.clients else None}
+                "lagged_fraction": round(lagged / len(self.clients), 4) if self.clients else None,
+                "reader": self.reader.window(t0, t1)}
+
+    def breakdown(self, t0, t1):
+        """The delay split at the reader's first sight of each version: write -> visible in the
+        database (commit latency, plus up to one read interval) -> the event at the client."""
+        reader = self.reader
+        visible = {k: t for k, t in reader.visible.items() if k not in reader.at_start}
+        commit = [t - reader.updated[k] for k, t in visible.items() if t0 <= t <= t1]
+        deliver = [got - visible[(c.job, v)] for c in self.clients for v, got in c.recs if (c.job, v) in visible]
+        return {"poll_period_ms": reader.period * 1000, "write_to_visible_ms": dist_ms(commit),
+                "visible_to_client_ms": dist_ms(deliver)}
 
 
 # --- measuring -----------------------------------------------------------------------------------
 class Sampler:
     """CPU, RSS, Com_select (and the baseline's own counters) at one moment."""
 
-    def __init__(self, db, pids):
+    def __init__(self, db, pids, reader=None):
         self.db = db
         self.pids = pids  # name -> pid (or a callable giving it)
+        self.reader = reader
 
     def take(self, web):
         at, com_select = self.db.com_select()
+        reader_reads = self.reader.reads if self.reader else 0
         pids = {name: (pid() if callable(pid) else pid) for name, pid in self.pids.items()}
-        return {"t": at, "com_select": com_select, "mono": time.monotonic(),
+        return {"t": at, "com_select": com_select, "reader_reads": reader_reads, "mono": time.monotonic(),
                 "cpu": {name: proc_cpu(pid) for name, pid in pids.items()}, "machine": machine_cpu(),
                 "web_rss_kb": proc_rss_kb(pids.get("web")), "bench_rss_kb": proc_rss_kb(os.getpid()),
                 "web_pid": pids.get("web"), "stats": web.stats() if web else None}
@@ -572,15 +708,18 @@ def window_figures(s0, s1, idle_com_select):
     """Rates over the window between two samples. `reads_per_s` is the web process's own count of
     the SELECTs it sent (isolated from the rest of the server); `com_select_net_per_s` is the
     server-wide Com_select rate minus the no-watcher figure (the requirement's method, but it
-    also moves with any other database on the server)."""
+    also moves with any other database on the server); the bench's own row reader's SELECTs are
+    taken out of both (`reader_selects_per_s` says how many)."""
     wall = s1["t"] - s0["t"]
-    com = (s1["com_select"] - s0["com_select"]) / wall
+    own = s1["reader_reads"] - s0["reader_reads"]
+    com = (s1["com_select"] - s0["com_select"] - own) / wall
     busy = s1["machine"][0] - s0["machine"][0]
     total = s1["machine"][1] - s0["machine"][1]
     cpu = {name: round((s1["cpu"][name] - s0["cpu"][name]) / wall * 100, 1) for name in s0["cpu"]}
     machine = busy / total * 100 * NCPU if total else None
     others = round(machine - sum(cpu.values()), 1) if machine is not None else None
     out = {"seconds": round(wall, 2), "reads_per_s": None, "com_select_per_s": round(com, 1),
+           "reader_selects_per_s": round(own / wall, 1),
            "com_select_net_per_s": round(com - idle_com_select, 1) if idle_com_select is not None else None,
            "cpu_pct_of_one_core": cpu,
            "machine_busy_pct_of_one_core": round(machine, 1) if machine is not None else None,
@@ -601,7 +740,7 @@ def window_figures(s0, s1, idle_com_select):
     return out
 
 
-def measure(load, sampler, web, window, on_time, idle_com_select):
+def measure(load, sampler, web, window, on_time, idle_com_select, breakdown=False):
     """One window at the current load: reads, delays, lag, CPU, memory."""
     events0 = load.progress_events
     s0 = sampler.take(web)
@@ -609,8 +748,11 @@ def measure(load, sampler, web, window, on_time, idle_com_select):
     gevent.sleep(window)
     s1 = sampler.take(web)
     load.stop_recording()
+    load.reader.catch_up()  # the versions of the last events received are read (or known missed)
     figures = window_figures(s0, s1, idle_com_select)
     figures.update(load.judge(s0["t"], s1["t"], on_time))
+    if breakdown:
+        figures["delay_breakdown"] = load.breakdown(s0["t"], s1["t"])
     events = load.progress_events - events0
     figures["events_per_s"] = round(events / figures["seconds"], 1)
     web_cpu = figures["cpu_pct_of_one_core"].get("web")
@@ -648,12 +790,25 @@ def render_cost():
     return {"fresh_snapshot_us": round(once, 2), "same_snapshot_again_us": round(again, 2)}
 
 
-def field_bytes(event_text):
-    """Bytes each field of a progress event's data costs (`"key":value,`), biggest first."""
-    data_line = next(line for line in event_text.split("\n") if line.startswith("data: "))
-    data = json.loads(data_line[6:])
-    sizes = {key: len(json.dumps({key: value}, separators=(",", ":"))) - 1 for key, value in data.items()}
-    return dict(sorted(sizes.items(), key=lambda item: -item[1]))
+def field_bytes(events):
+    """What each field of the progress events' data costs (`"key":value,`), biggest first: over the
+    events given (their text, str or bytes), in how many it was present and its mean/max bytes
+    there. A field left out of some events (e.g. when null) just shows a smaller `present`."""
+    sizes, n = {}, 0
+    for event in events:
+        text = event.decode(errors="replace") if isinstance(event, bytes) else event
+        line = next((x for x in text.split("\n") if x.startswith("data: ")), None)
+        try:
+            data = json.loads(line[6:]) if line else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            continue
+        n += 1
+        for key, value in data.items():
+            sizes.setdefault(key, []).append(len(json.dumps({key: value}, separators=(",", ":"))) - 1)
+    out = {key: {"present": len(v), "mean": round(sum(v) / len(v), 1), "max": max(v)} for key, v in sizes.items()}
+    return {"events": n, "fields": dict(sorted(out.items(), key=lambda item: -item[1]["mean"] * item[1]["present"]))}
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -678,7 +833,8 @@ def parse_args(argv):
                         help="streams between the short checks above the delay level (1000)")
     parser.add_argument("--probe-window", type=float, help="seconds per short check (4)")
     parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
-                        help="skip splitting the delay at the delay level (a 10 ms reader of the rows)")
+                        help="skip splitting the delay at the delay level (at the 10 ms row reader's first "
+                             "sight of each version)")
     parser.add_argument("--ours-share", type=float, default=0.55,
                         help="share of the time left that ours may use when other modes follow")
     parser.add_argument("--jobs", type=int, default=8)
@@ -724,7 +880,7 @@ def start_jobs(web, args, updated_deadline):
     raise RuntimeError(f"the jobs did not start streaming: {[s['status'] for s in states]}")
 
 
-def run_mode(mode, args, db, job_ids, updated, log_dir, run_deadline, web=None):
+def run_mode(mode, args, db, job_ids, reader, log_dir, run_deadline, web=None):
     """Everything measured against one web process."""
     result = {"mode": mode, "levels": []}
     if web is None:
@@ -733,8 +889,8 @@ def run_mode(mode, args, db, job_ids, updated, log_dir, run_deadline, web=None):
     result["app"] = web.app
     result["web_worker_pid"] = web.worker_pid
     sampler = Sampler(db, {"web": web.current_worker, "worker": WORKER_PID[0], "simulator": SIM_PID[0],
-                           "mariadbd": MARIADB_PID[0], "bench": os.getpid()})
-    load = Load(mode, web.port, job_ids, updated)
+                           "mariadbd": MARIADB_PID[0], "bench": os.getpid()}, reader)
+    load = Load(mode, web.port, job_ids, reader)
     try:
         # warm-up: the first streams load what a stream needs and start ours' watcher. One stream
         # first, alone: concurrent first subscribers can start several watchers (see watcher_race).
@@ -774,13 +930,12 @@ def run_mode(mode, args, db, job_ids, updated, log_dir, run_deadline, web=None):
                 new = ramp["opened"] - before_opened(result)
                 ramp["streams_per_s"] = round(new / span, 1) if span > 0 else None
             gevent.sleep(settle)
-            figures = measure(load, sampler, web, window, args.on_time, idle_com_select)
+            figures = measure(load, sampler, web, window, args.on_time, idle_com_select,
+                              breakdown=args.breakdown and n == args.delay_watchers and not ramp["stopped"])
             figures.update({"watchers": n, "ramp": ramp, "probe": short})
             if rss0 and figures["web_rss_kb"] and ramp["streaming"]:
                 grown = figures["web_rss_kb"] - rss0
                 figures["web_rss_kb_per_stream"] = round(grown / ramp["streaming"], 2)
-            if n == args.delay_watchers and args.breakdown and not ramp["stopped"]:
-                figures["delay_breakdown"] = delay_breakdown(load, db, job_ids, min(args.window, 6.0))
             result["levels"].append(figures)
             delay = figures["delay_ms"] or {}
             print(f"[{mode}] {ramp['streaming']:>6}/{n} streams{' (probe)' if short else ''}: reads/s "
@@ -788,7 +943,9 @@ def run_mode(mode, args, db, job_ids, updated, log_dir, run_deadline, web=None):
                   f"delay p50 {delay.get('p50')} p99 {delay.get('p99')} max {delay.get('max')} ms, "
                   f"lagged {figures['clients_lagged']}, web CPU {figures['cpu_pct_of_one_core']['web']} %, "
                   f"bench CPU {figures['cpu_pct_of_one_core']['bench']} %, "
-                  f"others {figures['other_processes_pct_of_one_core']} %, RSS {figures['web_rss_kb']} kB"
+                  f"others {figures['other_processes_pct_of_one_core']} %, RSS {figures['web_rss_kb']} kB; "
+                  f"skipped events (version missed by the reader) {figures['events_skipped_missed']}, "
+                  f"reader interval p99 {(figures['reader']['interval_ms'] or {}).get('p99')} ms"
                   + (f"  [ramp stopped: {ramp['stopped']}]" if ramp["stopped"] else
                      f"  [ramp trouble: {ramp['trouble'][-1]}]" if ramp["trouble"] else ""), flush=True)
             if "delay_breakdown" in figures:
@@ -800,9 +957,15 @@ def run_mode(mode, args, db, job_ids, updated, log_dir, run_deadline, web=None):
         result["events"] = {"progress": load.progress_events, "other": load.other_events,
                             "client_errors": load.errors}
         n = load.progress_events
+
+        def as_text(event):
+            return event.decode(errors="replace") + "\n\n" if event is not None else None
         result["bytes"] = {"progress_events": n, "mean": round(load.progress_bytes / n, 1) if n else None,
                            "max": load.progress_bytes_max if n else None,
-                           "min": load.progress_bytes_min if n else None, "sample": load.sample_event}
+                           "min": load.progress_bytes_min if n else None, "sample": as_text(load.sample_event),
+                           "largest": as_text(load.largest_event),
+                           "samples": [as_text(event) for event in load.samples],
+                           "events_without_integer_id": load.bad_ids}
         load.close_all()
         gevent.sleep(0.5)
         result["web_exit"] = web.proc.stop(grace=25)
@@ -818,45 +981,6 @@ def before_opened(result):
     return done[-1] if done else 0
 
 
-def delay_breakdown(load, db, job_ids, window, period=0.01):
-    """Split the delay in two: the worker's updated_at -> the row visible to a reader polling every
-    `period` s (commit latency, plus up to `period`) -> the event at the client (the web's part)."""
-    index = {job_id: i for i, job_id in enumerate(job_ids)}
-    conn = pymysql.connect(**db.kw)
-    query = (f"SELECT job_id, version FROM `{db.name}`.ai_generation_jobs WHERE job_id IN "
-             f"({','.join(conn.escape(j) for j in job_ids)})")
-    visible, first = {}, set()
-    running = [True]
-
-    def poll():
-        start = True
-        while running[0]:
-            with conn.cursor() as cursor:
-                cursor.execute(query)
-                rows = cursor.fetchall()
-            now = time.time()
-            for job_id, version in rows:
-                key = (index[job_id], version)
-                if start:
-                    first.add(key)  # committed before we looked: its time is unknown
-                visible.setdefault(key, now)
-            start = False
-            gevent.sleep(period)
-    poller = gevent.spawn(poll)
-    load.start_recording()
-    gevent.sleep(window)
-    load.stop_recording()
-    running[0] = False
-    poller.join(5)
-    conn.close()
-    known = {k: t for k, t in visible.items() if k not in first}
-    commit = [t - load.updated[k] for k, t in known.items() if load.updated.get(k)]
-    deliver = [received - known[(c.job, v)]
-               for c in load.clients for v, received in c.recs if (c.job, v) in known]
-    return {"poll_period_ms": period * 1000, "write_to_visible_ms": dist_ms(commit),
-            "visible_to_client_ms": dist_ms(deliver)}
-
-
 def write_phases(updated, interval):
     """Each job's write phase within the progress interval (ms), from its latest writes: when they
     bunch, every job changes in the same watcher tick and the fan-out comes as one burst."""
@@ -867,13 +991,13 @@ def write_phases(updated, interval):
     return sorted(round((at % interval) * 1000) for _, at in latest.values())
 
 
-def watcher_race(args, job_ids, updated, log_dir, clients=50, window=3.0, name="web-ours-race"):
+def watcher_race(args, job_ids, reader, log_dir, clients=50, window=3.0, name="web-ours-race"):
     """A fresh `ours` whose first `clients` subscribers arrive at once: how many watcher loops run?
     One loop reads once per SSE_POLL_INTERVAL (8 jobs fit one query), so loops = reads/s x interval."""
     web = Web("ours", args, log_dir, name=name)
     try:
         web.wait_up()
-        load = Load("ours", web.port, job_ids, updated)
+        load = Load("ours", web.port, job_ids, reader)
         for i in range(clients):
             c = Client(i % len(job_ids))
             load.clients.append(c)
@@ -896,7 +1020,7 @@ def watcher_race(args, job_ids, updated, log_dir, clients=50, window=3.0, name="
         web.proc.stop(grace=25)
 
 
-WORKER_PID, SIM_PID, MARIADB_PID = [None], [None], [None]
+WORKER_PID, SIM_PID, MARIADB_PID, READER = [None], [None], [None], [None]
 NCPU = os.cpu_count() or 1
 
 
@@ -966,9 +1090,10 @@ def main(argv=None):
         report["config"]["num_predict"] = num_predict
         print(f"sse_bench: {len(job_ids)} jobs streaming at {args.tps:g} tok/s, progress every "
               f"{args.progress_interval:g} s; SSE_POLL_INTERVAL {args.poll_interval:g} s", flush=True)
-        updated = {}
+        reader = READER[0] = RowReader(db, job_ids)
+        reader.start()
         if "ours" in args.modes and args.race_probe:
-            attempts = [watcher_race(args, job_ids, updated, log_dir, name=f"web-ours-race{i + 1}")
+            attempts = [watcher_race(args, job_ids, reader, log_dir, name=f"web-ours-race{i + 1}")
                         for i in range(3)]
             loops = [a.get("watcher_loops") for a in attempts]
             report["watcher_race"] = {"attempts": attempts, "watcher_loops": loops, "expected_loops": 1}
@@ -978,20 +1103,26 @@ def main(argv=None):
             # ours (with its capacity ramp) gets a share of the time left, the modes after it the rest
             left = run_deadline - time.monotonic()
             share = args.ours_share if mode == "ours" and i < len(args.modes) - 1 else 1.0
-            report["modes"][mode] = run_mode(mode, args, db, job_ids, updated, log_dir,
+            report["modes"][mode] = run_mode(mode, args, db, job_ids, reader, log_dir,
                                              time.monotonic() + left * share, web=first if i == 0 else None)
-        report["write_phases_ms"] = write_phases(updated, args.progress_interval)
+        report["write_phases_ms"] = write_phases(reader.updated, args.progress_interval)
+        report["row_reader"] = {"period_ms": reader.period * 1000, "reads": reader.reads,
+                                "versions_seen": len(reader.updated), "versions_missed": len(reader.missed),
+                                "errors": reader.errors}
+        reader.stop()
         report["idle_after"] = measure_idle(Sampler(db, {"bench": os.getpid()}), None, min(args.window, 5))
         report["jobs_still_processing"] = all(
             row[0] == "processing" for row in db.execute(
                 f"SELECT status FROM `{db.name}`.ai_generation_jobs"))
         report["render_us_per_event"] = render_cost()
-        sample = next((m["bytes"]["sample"] for m in report["modes"].values() if m["bytes"]["sample"]), None)
-        if sample:
-            report["progress_event_field_bytes"] = field_bytes(sample)
+        samples = [event for m in report["modes"].values() for event in m["bytes"].pop("samples", [])]
+        if samples:
+            report["progress_event_field_bytes"] = field_bytes(samples)
         report["summary"] = summarize(report, args)
         report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     finally:
+        if READER[0] is not None:
+            READER[0].stop()
         Proc.stop_all()
         out.write_text(json.dumps(report, indent=2, default=str))
     print_table(report, args)
@@ -1088,7 +1219,12 @@ def print_table(report, args):
             print(f"{'':<9}ramp stopped at {stop['watchers']} streams: {stop['why']}")
         b = result["bytes"]
         print(f"{'':<9}progress events received: {b['progress_events']}, bytes each: mean {b['mean']} "
-              f"max {b['max']}; client errors: {result['events']['client_errors'] or 'none'}")
+              f"min {b['min']} max {b['max']}; client errors: {result['events']['client_errors'] or 'none'}")
+        rows = [r for r in result["levels"] if "skipped" not in r]
+        print(f"{'':<9}events without a write time: {sum(r['events_skipped_missed'] for r in rows)} skipped "
+              f"(version overwritten between two reads of the 10 ms reader), "
+              f"{sum(r['events_without_write_time'] for r in rows)} otherwise unknown; "
+              f"{sum(r['events'] for r in rows)} timed")
     print(f"\nidle after the run: {report.get('idle_after', {}).get('com_select_per_s')} Com_select/s "
           f"server-wide; rendering one event: {report.get('render_us_per_event')}")
     print(f"write phases of the jobs within the {args.progress_interval:g} s progress interval (ms): "
@@ -1098,12 +1234,22 @@ def print_table(report, args):
             if row.get("delay_breakdown"):
                 b = row["delay_breakdown"]
                 w, v = b["write_to_visible_ms"] or {}, b["visible_to_client_ms"] or {}
+                gap = row["reader"]["interval_ms"] or {}
                 print(f"{mode} at {row['watchers']} watchers: write -> visible in the database "
-                      f"p50 {w.get('p50')} p99 {w.get('p99')} ms (10 ms reader); visible -> client "
+                      f"p50 {w.get('p50')} p99 {w.get('p99')} ms (reader's read interval p50 {gap.get('p50')} "
+                      f"p99 {gap.get('p99')} ms); visible -> client "
                       f"p50 {v.get('p50')} p99 {v.get('p99')} max {v.get('max')} ms")
     if report.get("watcher_race"):
         print(f"watcher start race (a fresh ours, 50 first subscribers at once): "
               f"{report['watcher_race']['watcher_loops']} watcher loops polling (1 is the design)")
+    fields = report.get("progress_event_field_bytes")
+    if fields:
+        print(f"bytes per field of the progress data (over {fields['events']} sampled events; present in n, "
+              "mean): " + ", ".join(f"{key} {f['present']}x{f['mean']:g}" for key, f in fields["fields"].items()))
+    if report.get("row_reader"):
+        r = report["row_reader"]
+        print(f"row reader (write times): {r['reads']} reads, {r['versions_seen']} versions seen, "
+              f"{r['versions_missed']} missed, errors {r['errors'] or 'none'}")
     print("targets: " + json.dumps(report.get("summary", {}), default=str))
 
 
