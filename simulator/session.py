@@ -118,6 +118,10 @@ class Session:
         """Pace and send the tokens; return (eval_count, done_reason or None, answer tokens)."""
         plan = generation.plan(ask, self._seed(ask), self._draw(ask),
                                think=ask.think or self.fault == "thinking")
+        if self.sim.script is not None:  # a test's own answer, token by token, then the EOS
+            thoughts = [token for token in plan.tokens if token[0] == "thinking"]
+            plan = generation.Plan(tokens=thoughts + [("response", text) for text in self.sim.script],
+                                   natural_end=True)
         emitter = generation.Emitter(ask.options.get("stop") or [], merge=self.fault == "merged")
         self.pace = random.Random(f"pace\x00{self.sim.seed}\x00{ask.text}")
         cut = max(1, len(plan.tokens) // 3)

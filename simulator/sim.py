@@ -48,6 +48,7 @@ class Simulator:
         self.host = host
         self.port = port
         self.log_requests = False
+        self.script = None  # a list of chunk texts: every answer is exactly these (tests of odd text)
         self.stopping = threading.Event()
         self.recorder = Recorder()
         self.faults = FaultSwitch()
