@@ -282,3 +282,40 @@ def test_progress_events_leave_out_nulls(app, database_url):
     data = json.loads(progress["data"])
     assert progress["event"] == "progress" and None not in data.values() and "updated_at" not in data
     assert data["status"] == "queued" and data["queue_position"] == 1
+
+
+# --- one read per tick, one rendering per piece ----------------------------------------------------
+def write(job, written, piece):
+    new = {"text": (len(written), piece)}
+    assert queue.heartbeat(job.id, "w1", 30, pieces=output.pieces(job.id, 1, new), output_latest=output.latest(new),
+                           output_chars=len(written) + len(piece))
+    return written + piece
+
+
+@both_backends
+def test_the_watcher_reads_new_text_with_the_row_and_renders_it_once(app):
+    from webapp.snapshots import snapshot_of
+    from webapp.web.streams import emit_with_text
+    from webapp.web.watch import Watcher
+
+    watcher = Watcher(app, interval=0.01)
+    watcher._ensure_running = lambda: None  # the test ticks by hand
+    job = queue.enqueue(prompt="hi", model="llama3.2")
+    queue.claim("w1", 30)
+    snap = snapshot_of(queue.get(job.job_id))
+    subs = [watcher.subscribe([snap], positions={job.job_id: (1, 0, 0)}) for _ in range(200)]
+    written = write(job, "", "Hello")
+    watcher.tick()
+    assert watcher.reads == 1, "the new text came with the row"
+    frames = {id(emit_with_text(sub.take(0)[0], sub)) for sub in subs}
+    assert len(frames) == 1, "rendered once for every client at the same place"
+    written = write(job, write(job, written, ", wor"), "ld 🙂")  # two writes between ticks
+    watcher.tick()
+    assert watcher.reads == 3, "a missed write is read from the pieces, once for everyone"
+    [latest] = subs[0].take(0)
+    assert f'"offset":5,"text":", world 🙂"' in emit_with_text(latest, subs[0])
+
+
+def test_a_lone_surrogate_is_stored_as_a_question_mark():
+    assert output.storable("a\ud83db 🙂") == "a?b 🙂"
+    assert output.storable("plain") == "plain"

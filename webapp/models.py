@@ -67,6 +67,9 @@ class Job(db.Model):
     thinking: so.Mapped[str | None] = so.mapped_column(LongText)
     thinking_chars: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
     thinking_tokens: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
+    # What the latest progress write added, {kind: [offset, text]}: a reader that followed the
+    # job gets the new text with the row, without a second query.
+    output_latest: so.Mapped[dict | None] = so.mapped_column(sa.JSON)
     error_message: so.Mapped[str | None] = so.mapped_column(sa.Text)  # the job's state now
     # Why the previous attempt failed: shown as such while the next one runs.
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)

@@ -12,6 +12,17 @@ KEEP_PIECES = timedelta(seconds=60)  # a reader that read the row a moment ago s
 TAIL_LINES, TAIL_CHARS = 2, 200  # what an index card shows of a job's text
 
 
+def storable(text):
+    """The text with any lone surrogate (JSON can carry one, e.g. "\\ud83d"; Ollama never sends
+    one) replaced by "?": utf8mb4 cannot store it, and a progress write refused for good would
+    hold back all the text after it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def attempt_of(job):
     """The attempt the job's text belongs to: a queued job's text is the next attempt's (empty)."""
     return job.attempts + 1 if job.status == statuses.QUEUED else job.attempts
@@ -23,18 +34,22 @@ def position(job):
 
 
 def pieces(job_pk, attempt, new):
-    """The rows one progress write adds: `new` is {kind: (offset, text)}; empty texts add none."""
-    return [OutputPiece(job_pk=job_pk, attempt=attempt, kind=kind, char_from=start,
-                        char_to=start + len(text), content=text)
+    """The rows one progress write adds, as an INSERT (None when there is no new text): `new`
+    is {kind: (offset, text)}. A Core INSERT, not ORM objects: the worker sends a hundred of
+    these a second, and the ORM's unit of work would cost more than the statement."""
+    now = utcnow()
+    rows = [{"job_pk": job_pk, "attempt": attempt, "kind": kind, "char_from": start,
+             "char_to": start + len(text), "content": text, "created_at": now}
             for kind, (start, text) in new.items() if text]
+    return sa.insert(OutputPiece).values(rows) if rows else None
 
 
-def _stored(job, kind):
-    """The whole text from the row itself: the worker writes it there when the job ends. None
-    while it lives in pieces (a live job, or one the sweep ended)."""
+def _stored(job, kind, start=0):
+    """The text from `start`, from the row itself: the worker writes it there whole when the job
+    ends. None while it lives in pieces (a live job, or one the sweep ended)."""
     if job.status not in statuses.ENDED or job.result is None:
         return None
-    return job.result if kind == "text" else (job.thinking or "")
+    return (job.result if kind == "text" else (job.thinking or ""))[start:]
 
 
 def since(jobs, starts):
@@ -52,14 +67,29 @@ def plan(jobs, starts):
         ends = {"text": job.output_chars or 0, "thinking": job.thinking_chars or 0}
         for kind in KINDS:
             start = starts.get(job.id, {}).get(kind, 0)
-            stored = _stored(job, kind)
-            if stored is not None:
-                found.setdefault(job.id, {})[kind] = stored[start:]
+            known = _stored(job, kind, start)
+            if known is None:
+                known = _latest(job, kind, start, ends[kind])
+            if known is not None:
+                found.setdefault(job.id, {})[kind] = known
             elif start < ends[kind]:
                 wants.append((job.id, attempt_of(job), kind, start, ends[kind]))
             else:
                 found.setdefault(job.id, {})[kind] = ""
     return found, wants
+
+
+def _latest(job, kind, start, end):
+    """The text from `start` to `end` when the row's latest piece covers it, else None."""
+    offset, text = (job.output_latest or {}).get(kind) or (0, None)
+    if text is None or not offset <= start <= end == offset + len(text):
+        return None
+    return text[start - offset:]
+
+
+def latest(new):
+    """The row's copy of what this write adds ({kind: [offset, text]}), or None."""
+    return {kind: [start, text] for kind, (start, text) in new.items() if text} or None
 
 
 def merge(found, read_texts):

@@ -15,14 +15,14 @@ def _bump(**values):
     return {"version": Job.version + 1, "last_update_at": utcnow(), **values}
 
 
-def _update(where, adding=(), **values):
+def _update(where, then=None, **values):
     """One conditional UPDATE in its own short transaction; returns the number of rows changed.
-    `adding` (new rows) goes in the same transaction, only if the UPDATE changed the row."""
+    `then` (a statement) runs in the same transaction, only if the UPDATE changed the row."""
     statement = sa.update(Job).where(*where).values(**_bump(**values))
     # No ORM synchronisation: callers re-read what they need; it would cost a SELECT per write.
     result = db.session.execute(statement.execution_options(synchronize_session=False))
-    if result.rowcount and adding:
-        db.session.add_all(adding)
+    if result.rowcount and then is not None:
+        db.session.execute(then)
     db.session.commit()
     return result.rowcount
 
@@ -101,21 +101,21 @@ def _owned(job_pk, worker_id):
     return (Job.id == job_pk, Job.worker_id == worker_id, Job.status == statuses.PROCESSING)
 
 
-def heartbeat(job_pk, worker_id, lease_seconds, pieces=(), **fields):
-    """Fenced progress write that renews the lease, with the text's new `pieces` (output rows)
-    in the same transaction: the row's character counts and the pieces always agree. False:
+def heartbeat(job_pk, worker_id, lease_seconds, pieces=None, **fields):
+    """Fenced progress write that renews the lease, with the text's new `pieces` (an INSERT of
+    output rows) in the same transaction: the row's character counts and the pieces always agree. False:
     the job is no longer ours to run (cancel requested, recovered by the sweep, or taken by
     another worker), and nothing was written."""
     where = (*_owned(job_pk, worker_id), Job.cancel_requested.is_(False))
     lease = utcnow() + timedelta(seconds=lease_seconds)
-    return _update(where, adding=pieces, lease_until=lease, **fields) == 1
+    return _update(where, then=pieces, lease_until=lease, **fields) == 1
 
 
 def finish(job_pk, worker_id, status, **fields):
     """Fenced final write: `completed`, `failed` or `cancelled`. A cancel that came after the
     generation finished does not stop it from being completed."""
     return _update(_owned(job_pk, worker_id), status=status, completed_at=utcnow(), phase=None,
-                   worker_id=None, lease_until=None, **fields) == 1
+                   worker_id=None, lease_until=None, output_latest=None, **fields) == 1
 
 
 # A job back in the queue starts its progress and its text over (and says why it is there).
@@ -123,7 +123,7 @@ REQUEUED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_
             "current_tokens": 0, "progress_percentage": 0.0, "tokens_per_second": 0.0,
             "estimated_time_remaining": None, "estimated_time_remaining_low": None,
             "estimated_time_remaining_high": None, "expected_tokens": None,
-            "output_chars": 0, "thinking_chars": 0, "thinking_tokens": 0}
+            "output_chars": 0, "thinking_chars": 0, "thinking_tokens": 0, "output_latest": None}
 
 
 def retry_later(job_pk, worker_id, delay_seconds, message, last_error=None):

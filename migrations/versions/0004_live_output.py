@@ -22,6 +22,7 @@ def upgrade():
     for name in ("output_chars", "thinking_chars", "thinking_tokens"):
         op.add_column("ai_generation_jobs", sa.Column(name, sa.Integer(), nullable=False, server_default="0"))
     op.add_column("ai_generation_jobs", sa.Column("thinking", LongText, nullable=True))
+    op.add_column("ai_generation_jobs", sa.Column("output_latest", sa.JSON(), nullable=True))
     op.create_table(
         "ai_generation_output",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
@@ -40,5 +41,5 @@ def upgrade():
 def downgrade():
     op.drop_table("ai_generation_output")  # its index goes with it (MySQL will not drop it first: the key needs it)
     with op.batch_alter_table("ai_generation_jobs") as batch:
-        for name in ("thinking", "thinking_tokens", "thinking_chars", "output_chars"):
+        for name in ("output_latest", "thinking", "thinking_tokens", "thinking_chars", "output_chars"):
             batch.drop_column(name)

@@ -78,7 +78,8 @@ class Run:
 
     def _stream(self):
         for chunk in self.generation:
-            piece, thought = chunk.get("response") or "", chunk.get("thinking") or ""
+            piece = output.storable(chunk.get("response") or "")
+            thought = output.storable(chunk.get("thinking") or "")
             with self.lock:
                 self.text.add("text", piece)
                 self.text.add("thinking", thought)
@@ -126,7 +127,7 @@ class Run:
             self._log_progress(fields)
             ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"],
                                    pieces=output.pieces(self.pk, self.attempts, new), **fields,
-                                   **self.text.chars(new))
+                                   output_latest=output.latest(new), **self.text.chars(new))
             if ours:
                 with self.lock:
                     self.text.landed(new, taken)
