@@ -14,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from simulator import Simulator
-from webapp import queue
+from webapp import output, queue
 from webapp.extensions import db
 from webapp.models import Job, utcnow
+from webapp.progress import estimate_tokens
 
 from helpers import WorkerThread, both_backends, row
 from servers import WorkerProcess
@@ -154,6 +155,9 @@ def test_sigkilled_worker_job_is_retaken_after_its_lease_with_attempt_2(app, spa
         assert first.wait(10) == -signal.SIGKILL
         dead = fresh(job.job_id)
         assert dead.status == "processing" and dead.worker_id == running.worker_id
+        # The text is written as it goes: the kill loses at most about one interval of it.
+        sent, kept = sim2.requests[0].text, output.text_of(dead)["text"]
+        assert kept and sent.startswith(kept) and estimate_tokens(sent[len(kept):]) <= 8, (len(sent), len(kept))
         backdate_lease(job.id)  # instead of waiting 30 s for the lease to run out
         sim2.tokens_per_second = 400.0  # the rerun need not be slow
 
@@ -168,6 +172,7 @@ def test_sigkilled_worker_job_is_retaken_after_its_lease_with_attempt_2(app, spa
     killed, rerun = records
     assert killed.final is None and killed.client_closed  # the dead worker's stream never ended
     assert rerun.final is not None and done.result == rerun.text and done.completion_tokens == 200
+    assert output.text_of(done)["text"] == rerun.text, "the retry started the text over"
 
 
 # --- (c) fencing: a stale worker's writes after recovery touch nothing -----------------------
