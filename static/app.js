@@ -140,34 +140,43 @@
   }
   function atEnd(box) { return box.scrollHeight - box.scrollTop - box.clientHeight < 8; }
 
-  function startOver(pre, attempt) {
-    var thinking = document.getElementById("thinking-" + pre.dataset.job);
-    pre.textContent = "";
-    if (thinking) thinking.textContent = "";
-    pre.dataset.chars = "0";
-    pre.dataset.thinkingChars = "0";
+  function boxFor(pre, kind) {
+    return kind === "text" ? pre : document.getElementById("thinking-" + pre.dataset.job);
+  }
+  function keyFor(kind) { return kind === "text" ? "chars" : "thinkingChars"; }
+
+  // A new run: drop this kind's earlier text (a reset comes for each kind, the answer and the thinking).
+  function startOver(pre, kind, attempt) {
+    var box = boxFor(pre, kind);
+    if (box) box.textContent = "";
+    pre.dataset[keyFor(kind)] = "0";
     pre.dataset.attempt = String(attempt);
-    var note = document.querySelector("#result .attempt");
-    if (note) {
-      note.textContent = "attempt " + attempt + " of " + note.dataset.max;
-      note.hidden = attempt <= 1;
-    }
+  }
+
+  // The page's stream URL follows the text: if the connection is opened again, it asks from here.
+  function rememberPosition(pre) {
+    var live = document.getElementById("live");
+    var url = live && live.getAttribute("sse-connect");
+    if (!url) return;
+    var at = pre.dataset.attempt + "-" + pre.dataset.chars + "-" + pre.dataset.thinkingChars;
+    live.setAttribute("sse-connect", url.replace(/([?&]output=)[^&]*/, "$1" + at));
   }
 
   function apply(pre, kind, piece) {
     if (!pre || !piece) return;
-    if (piece.reset) startOver(pre, piece.attempt);
+    if (piece.reset) startOver(pre, kind, piece.attempt);
     if (Number(piece.attempt) !== Number(pre.dataset.attempt)) { fetchMissing(pre); return; }
-    var key = kind === "text" ? "chars" : "thinkingChars";
+    var key = keyFor(kind);
     var have = Number(pre.dataset[key]);
     if (piece.offset > have) { fetchMissing(pre); return; }  // a piece went missing: ask for it
     var fresh = Array.from(piece.text).slice(have - piece.offset);
     if (!fresh.length) return;
-    var box = kind === "text" ? pre : document.getElementById("thinking-" + pre.dataset.job);
+    var box = boxFor(pre, kind);
     if (!box) return;
     var follow = atEnd(box);
     box.appendChild(document.createTextNode(fresh.join("")));
     pre.dataset[key] = String(have + fresh.length);
+    rememberPosition(pre);
     if (kind === "text") {
       pre.dataset.empty = "false";
       var waiting = document.querySelector("#result .waiting");

@@ -10,7 +10,7 @@ from webapp import output, queue
 from webapp.extensions import db
 from webapp.models import OutputPiece
 from webapp.web.streams import parse_event_id
-from webapp.web.transcripts import Parts, Transcript, missing
+from webapp.web.transcripts import LiveText, Parts, missing
 
 from helpers import both_backends, lowest, row, run_next
 from servers import Gunicorn, read_events
@@ -34,7 +34,7 @@ def test_parts_read_any_range_across_pieces():
 
 
 def test_what_a_client_lacks_depends_only_on_where_it_stands():
-    transcript = Transcript(attempt=2)
+    transcript = LiveText(attempt=2)
     transcript.extend({"text": "Hello, ", "thinking": "hm"})
     transcript.extend({"text": "world"})
     view = transcript.view()
@@ -48,8 +48,19 @@ def test_what_a_client_lacks_depends_only_on_where_it_stands():
 def test_event_ids_carry_the_position():
     assert parse_event_id("41") == (41, None)
     assert parse_event_id("41-2-1830-7") == (41, (2, 1830, 7))
-    for junk in ("", "x", "1-2", "1-2-3-4-5", "-1", "1--2-3", "9" * 20):
+    for junk in ("", "x", "1-2", "1-2-3-4-5", "-1", "1--2-3", "9" * 20, "²", "1-²-3-4", "١"):
         assert parse_event_id(junk) == (None, None)
+
+
+def test_a_reset_tells_each_kind_to_start_over():
+    from webapp.web.events import text_events
+
+    events = text_events({"text": (0, "new"), "thinking": (0, "")}, True, 2)
+    assert [(name, data) for _kind, _end, name, data in events] == [
+        ("thinking", {"offset": 0, "text": "", "attempt": 2, "reset": True}),
+        ("output", {"offset": 0, "text": "new", "attempt": 2, "reset": True})]
+    assert [name for *_rest, name, _data in text_events({"text": (4, "x"), "thinking": (2, "")}, False, 1)] == [
+        "output"]
 
 
 def test_cards_show_the_last_lines():
@@ -313,9 +324,55 @@ def test_the_watcher_reads_new_text_with_the_row_and_renders_it_once(app):
     watcher.tick()
     assert watcher.reads == 3, "a missed write is read from the pieces, once for everyone"
     [latest] = subs[0].take(0)
-    assert f'"offset":5,"text":", world 🙂"' in emit_with_text(latest, subs[0])
+    assert '"offset":5,"text":", world 🙂"' in emit_with_text(latest, subs[0])
 
 
 def test_a_lone_surrogate_is_stored_as_a_question_mark():
     assert output.storable("a\ud83db 🙂") == "a?b 🙂"
     assert output.storable("plain") == "plain"
+
+
+@both_backends
+def test_a_job_given_back_at_shutdown_starts_its_text_over_without_mixing(app):
+    """The release refunds the attempt, not the run: the rerun's pieces are its own."""
+    job = queue.enqueue(prompt="hi", model="llama3.2")
+    queue.claim("w1", 30)
+    write(job, "", "OLDOLDOLD")
+    assert queue.release(job.id, "w1")
+    assert output.position(row(job.job_id)) == (2, 0, 0), "queued: the next run's (empty) text"
+    queue.claim("w1", 30)
+    new = {"text": (0, "new")}
+    assert queue.heartbeat(job.id, "w1", 30, pieces=output.pieces(job.id, 2, new), output_chars=3)
+    rerun = row(job.job_id)
+    assert (rerun.attempts, output.attempt_of(rerun)) == (1, 2)
+    assert output.text_of(rerun)["text"] == "new"
+
+
+@both_backends
+def test_pieces_are_read_with_a_cursor_overlaps_skipped_and_a_gap_stops(app):
+    job = queue.enqueue(prompt="hi", model="llama3.2")
+    queue.claim("w1", 30)
+    written = write(job, "", "Hello, ")
+    # A write whose commit landed but reported an error is sent again, with what came since.
+    again = {"text": (0, "Hello, world")}
+    assert queue.heartbeat(job.id, "w1", 30, pieces=output.pieces(job.id, 1, again), output_chars=12)
+    assert output.text_of(row(job.job_id))["text"] == "Hello, world"
+    written = write(job, "Hello, world", "!!")
+    db.session.execute(sa.delete(OutputPiece).where(OutputPiece.char_from == 0, OutputPiece.char_to == 12))
+    db.session.commit()
+    assert written == "Hello, world!!"
+    assert output.text_of(row(job.job_id))["text"] == "Hello, ", "the text stops where a piece is missing"
+
+
+def test_odd_positions_get_a_clear_400_never_a_500(app, client):
+    job = queue.enqueue(prompt="hi", model="llama3.2")
+    for path in (f"/jobs/{job.job_id}/output?from=%C2%B2", f"/jobs/{job.job_id}/output?attempt=-1",
+                 f"/jobs/{job.job_id}/output?from=99999999999999", f"/jobs/stream?jobs={job.job_id}&output=1-%C2%B2-0",
+                 f"/jobs/stream?jobs={job.job_id},{job.job_id}x&output=1-0-0", f"{API}/{job.job_id}/status?include=²"):
+        assert client.get(path).status_code == 400, path
+    assert client.get(f"/jobs/{job.job_id}/output?attempt=1&from=0&thinking_from=0").get_json()["output"] == {
+        "offset": 0, "text": "", "attempt": 1}
+    response = client.get(f"{API}/{job.job_id}/progress?include=output", headers={"Last-Event-ID": "²"},
+                          buffered=False)
+    assert response.status_code == 200
+    response.close()

@@ -84,6 +84,9 @@ class Job(db.Model):
 
     # Queue bookkeeping: attempts, lease (the worker's heartbeat), fencing, cancel, back-off.
     attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    # Every start, never refunded (a job given back at shutdown keeps its attempt, not its run):
+    # the text of each run is its own, so a rerun never mixes with what an earlier run wrote.
+    runs: so.Mapped[int] = so.mapped_column(sa.Integer, default=0, server_default="0")
     worker_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     lease_until: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     run_after: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)

@@ -24,13 +24,21 @@ def storable(text):
 
 
 def attempt_of(job):
-    """The attempt the job's text belongs to: a queued job's text is the next attempt's (empty)."""
-    return job.attempts + 1 if job.status == statuses.QUEUED else job.attempts
+    """The run the job's text belongs to (the events' `attempt`): a queued job's text is the next
+    run's (empty). Runs, not attempts: a job given back at shutdown is refunded its attempt, but
+    its rerun's text must not be taken for the text the first run wrote."""
+    return job.runs + 1 if job.status == statuses.QUEUED else job.runs
 
 
 def position(job):
     """(attempt, characters of text, characters of thinking) as the row says."""
     return attempt_of(job), job.output_chars or 0, job.thinking_chars or 0
+
+
+def follows(have, position):
+    """True when a reader that has `have` of a text ((attempt, text chars, thinking chars)) goes
+    on from there to `position`: the same run, and not past it."""
+    return have[0] == position[0] and all(mine <= theirs for mine, theirs in zip(have[1:], position[1:], strict=True))
 
 
 def pieces(job_pk, attempt, new):
@@ -93,6 +101,7 @@ def latest(new):
 
 
 def merge(found, read_texts):
+    """`found` (what the rows answered) with what was read from the pieces added."""
     for (pk, kind), text in read_texts.items():
         found.setdefault(pk, {})[kind] = text
     return found
@@ -110,9 +119,16 @@ def read(wants):
                              for pk, attempt, kind, start, end in wants)))
              .order_by(OutputPiece.job_pk, OutputPiece.kind, OutputPiece.char_from))
     parts = {key: [] for key in ranges}
+    reached = {key: start for key, (start, _end) in ranges.items()}
     for pk, kind, char_from, content in db.session.execute(query):
-        start, end = ranges[(pk, kind)]
-        parts[(pk, kind)].append(content[max(0, start - char_from):end - char_from])
+        key = (pk, kind)
+        # A cursor, not a blind join: a write whose commit landed but reported an error is sent
+        # again (an overlap: skipped), and a piece may be gone (a gap: the text stops there).
+        if char_from > reached[key]:
+            continue
+        piece = content[reached[key] - char_from:ranges[key][1] - char_from]
+        parts[key].append(piece)
+        reached[key] += len(piece)
     return {key: "".join(texts) for key, texts in parts.items()}
 
 
@@ -137,15 +153,15 @@ def last_lines(text, lines=TAIL_LINES, chars=TAIL_CHARS):
 
 
 def prune(now=None):
-    """Drop pieces nobody reads any more: those of ended jobs whose text the row now holds, and
-    those of attempts that were started over. Left a minute, for readers of an older row."""
+    """Drop the pieces of jobs whose text nobody reads from them any more: ended jobs whose row
+    holds the text, and jobs back in the queue (their next run starts over). A minute after the
+    row changed, so a reader that read the row before still finds them. (Pieces of a run that
+    was started over while the job kept running go when the job ends.)"""
     before = (now or utcnow()) - KEEP_PIECES
-    old = OutputPiece.created_at < before
-    ended = sa.select(Job.id).where(Job.status.in_(statuses.ENDED), Job.result.is_not(None))
-    requeued = sa.select(Job.id).where(Job.status == statuses.QUEUED)
-    current = sa.select(Job.attempts).where(Job.id == OutputPiece.job_pk).scalar_subquery()
-    deleted = 0
-    for where in (OutputPiece.job_pk.in_(ended), OutputPiece.job_pk.in_(requeued), OutputPiece.attempt < current):
-        deleted += db.session.execute(sa.delete(OutputPiece).where(old, where)).rowcount
+    done = sa.select(Job.id).where(Job.status.in_(statuses.ENDED), Job.result.is_not(None),
+                                   Job.completed_at < before)
+    requeued = sa.select(Job.id).where(Job.status == statuses.QUEUED, Job.last_update_at < before)
+    deleted = sum(db.session.execute(sa.delete(OutputPiece).where(OutputPiece.job_pk.in_(jobs))).rowcount
+                  for jobs in (done, requeued))
     db.session.commit()
     return deleted

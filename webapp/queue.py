@@ -88,7 +88,7 @@ def claim(worker_id, lease_seconds):
             return None
         # The conditional UPDATE is the arbiter: on SQLite, whoever changes the row won it.
         won = _update((Job.id == job_pk, Job.status == statuses.QUEUED), status=statuses.PROCESSING,
-                      phase="waiting_model", worker_id=worker_id, attempts=Job.attempts + 1,
+                      phase="waiting_model", worker_id=worker_id, attempts=Job.attempts + 1, runs=Job.runs + 1,
                       error_message=None,  # a retry's "trying again" note is over; last_error stays
                       started_at=sa.func.coalesce(Job.started_at, now),
                       lease_until=now + timedelta(seconds=lease_seconds))

@@ -19,7 +19,7 @@ Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb"
 
 
 def upgrade():
-    for name in ("output_chars", "thinking_chars", "thinking_tokens"):
+    for name in ("output_chars", "thinking_chars", "thinking_tokens", "runs"):
         op.add_column("ai_generation_jobs", sa.Column(name, sa.Integer(), nullable=False, server_default="0"))
     op.add_column("ai_generation_jobs", sa.Column("thinking", LongText, nullable=True))
     op.add_column("ai_generation_jobs", sa.Column("output_latest", sa.JSON(), nullable=True))
@@ -41,5 +41,5 @@ def upgrade():
 def downgrade():
     op.drop_table("ai_generation_output")  # its index goes with it (MySQL will not drop it first: the key needs it)
     with op.batch_alter_table("ai_generation_jobs") as batch:
-        for name in ("output_latest", "thinking", "thinking_tokens", "thinking_chars", "output_chars"):
+        for name in ("runs", "output_latest", "thinking", "thinking_tokens", "thinking_chars", "output_chars"):
             batch.drop_column(name)

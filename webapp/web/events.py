@@ -27,10 +27,28 @@ def _present(snap, fields):
     return {key: snap[key] for key in fields if snap.get(key) is not None}
 
 
+def event_id(snap, position):
+    """A text-carrying stream's event id: `<version>-<attempt>-<text chars>-<thinking chars>`."""
+    return "-".join(str(number) for number in (snap["version"], *position))
+
+
 def text_event(kind, offset, text, attempt, reset=False):
     """(`output` or `thinking`, payload): a piece of the text that starts `offset` characters
-    (code points) in; `reset` tells the client to drop the text it had (a retry starts over)."""
+    (code points) in; `reset` tells the client to drop what it had of this kind (a new run
+    starts over)."""
     payload = {"offset": offset, "text": text, "attempt": attempt}
     if reset:
         payload["reset"] = True
     return ("output" if kind == "text" else "thinking"), payload
+
+
+def text_events(texts, reset, attempt):
+    """[(kind, characters after it, name, payload)] for what a client lacks ({kind: (offset,
+    text)}): thinking first, as the model writes it first. A reset sends both kinds, each
+    telling the client to drop its earlier text of that kind, even when the new one is empty."""
+    events = []
+    for kind in ("thinking", "text"):
+        offset, text = texts.get(kind, (0, ""))
+        if text or reset:
+            events.append((kind, offset + len(text), *text_event(kind, offset, text, attempt, reset)))
+    return events

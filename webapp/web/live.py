@@ -37,15 +37,16 @@ def _read_opening_texts(rows, positions, snaps):
     of the row's attempt, else all of it (a reset, if it had any)."""
     starts, resets = {}, {}
     for job in rows:
-        attempt, *lengths = output.position(job)
-        have_attempt, *have = positions[job.job_id] or (attempt, 0, 0)
-        behind = have_attempt == attempt and all(mine <= theirs for mine, theirs in zip(have, lengths, strict=True))
-        starts[job.id] = dict(zip(output.KINDS, have if behind else (0, 0), strict=True))
-        resets[job.id] = not behind
+        have = positions[job.job_id] or (output.attempt_of(job), 0, 0)
+        goes_on = output.follows(have, output.position(job))
+        starts[job.id] = dict(zip(output.KINDS, have[1:] if goes_on else (0, 0), strict=True))
+        resets[job.id] = not goes_on
     texts = output.since(rows, starts)
     for job in rows:
         new = {kind: (starts[job.id][kind], texts.get(job.id, {}).get(kind, "")) for kind in output.KINDS}
-        snaps[job.job_id]["_opening"] = (new, resets[job.id], output.position(job))
+        # Where the client stands after it: what was read (a missing piece would stop it short).
+        now = (output.attempt_of(job), *(start + len(text) for start, text in new.values()))
+        snaps[job.job_id]["_opening"] = (new, resets[job.id], now)
 
 
 def event_stream(events):

@@ -16,8 +16,8 @@ from webapp import ollama, output, queue, statuses
 from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web import csrf, live, sse, transcripts
 from webapp.web.access import get_job_or_404, limit_rate
-from webapp.web.events import text_event
-from webapp.web.validation import InvalidInput, generation_request
+from webapp.web.events import event_id, text_event, text_events
+from webapp.web.validation import InvalidInput, generation_request, whole_numbers
 
 bp = Blueprint("pages", __name__)
 STOP_POLLING = 286  # htmx 2: "stop polling"; the final card also carries no trigger
@@ -120,21 +120,21 @@ def result(job_id):
 def output_since(job_id):
     """The text a page lacks, when its stream is blocked: `?attempt=&from=&thinking_from=` say
     what it has. JSON, the same pieces the stream's `output-<id>` and `thinking-<id>` carry."""
-    position = (_whole("attempt"), _whole("from"), _whole("thinking_from"))
+    position = tuple(_whole(name) for name in ("attempt", "from", "thinking_from"))
     snap = live.read_snapshots([job_id], {job_id: position})[job_id]
     if snap is None:
         abort(404, "No such job.")
     texts, reset, now = snap["_opening"]
-    pieces = [text_event(kind, *texts[kind], now[0], reset)[1] for kind in output.KINDS]
+    pieces = {kind: text_event(kind, *texts[kind], now[0], reset)[1] for kind in output.KINDS}
     return {"job_id": job_id, "version": snap["version"], "status": snap["status"],
-            "output": pieces[0], "thinking": pieces[1]}
+            "output": pieces["text"], "thinking": pieces["thinking"]}
 
 
 def _whole(name):
-    value = request.args.get(name, "0")
-    if not value.isdigit() or len(value) > 12:
+    number = whole_numbers(request.args.get(name, "0"), 1)
+    if number is None:
         abort(400, f"{name} must be a whole number of characters.")
-    return int(value)
+    return number[0]
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -142,7 +142,7 @@ def cancel(job_id):
     csrf.check()
     queue.request_cancel(get_job_or_404(job_id))
     if request.headers.get("HX-Request"):
-        return render_template("_card.html", job=snapshot_of(queue.get(job_id)))
+        return render_template("_card.html", job=with_tails([queue.get(job_id)])[0])
     return redirect(url_for("pages.job", job_id=job_id), 303)
 
 
@@ -169,14 +169,16 @@ def stream_cards():
 
 
 def _text_position(job_ids):
-    """{job_id: position} from `?output=` (one job only), or None."""
+    """{job_id: position} from `?output=` (one job only), or None. A reconnect's Last-Event-ID,
+    when a text event's, says better where the page stands than the URL it was opened with."""
     value = request.args.get("output")
     if value is None:
         return None
-    parts = value.split("-")
-    if len(job_ids) != 1 or len(parts) != 3 or not all(p.isdigit() and len(p) < 12 for p in parts):
+    position = whole_numbers(value, 3)
+    if len(job_ids) != 1 or position is None:
         abort(400, "output must be <attempt>-<chars>-<thinking chars>, for one job.")
-    return {job_ids[0]: tuple(int(p) for p in parts)}
+    resumed = whole_numbers(request.headers.get("Last-Event-ID", ""), 4)
+    return {job_ids[0]: resumed[1:] if resumed else position}
 
 
 def _emit(snap, sub):
@@ -194,14 +196,13 @@ def _emit(snap, sub):
 
 
 def _text_events(snap, texts, reset, now):
-    """The text pieces as `output-<id>`/`thinking-<id>` JSON events (no id: the stream's ids are
-    the cards' versions)."""
+    """The text pieces as `output-<id>`/`thinking-<id>` JSON events, whose ids (as on the JSON
+    stream) say where the page stands after each: a reconnect goes on from there."""
     frames = []
-    for kind in ("thinking", "text"):
-        offset, text = texts.get(kind, (0, ""))
-        if text or reset:
-            name, data = text_event(kind, offset, text, now[0], reset)
-            frames.append(sse.event(f"{name}-{snap['job_id']}", data))
+    position = [now[0], 0, 0] if reset else [now[0], texts["text"][0], texts["thinking"][0]] if texts else list(now)
+    for kind, end, name, data in text_events(texts, reset, now[0]):
+        position[1 + output.KINDS.index(kind)] = end
+        frames.append(sse.event(f"{name}-{snap['job_id']}", data, event_id(snap, position)))
     return "".join(frames)
 
 

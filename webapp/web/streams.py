@@ -2,10 +2,11 @@
 from flask import Blueprint, current_app, request
 
 from webapp import statuses
+from webapp.output import KINDS
 from webapp.web import live, sse, transcripts
 from webapp.web.access import no_such_job
-from webapp.web.events import job_event, text_event
-from webapp.web.validation import include_output
+from webapp.web.events import event_id, job_event, text_events
+from webapp.web.validation import include_output, whole_numbers
 
 bp = Blueprint("streams", __name__, url_prefix="/api/v1/ai/generation")
 
@@ -34,11 +35,10 @@ def progress(job_id):
 def parse_event_id(value):
     """(version, text position) from a Last-Event-ID: `<version>` from a stream without text,
     `<version>-<attempt>-<text chars>-<thinking chars>` from one with it. Anything else: (None, None)."""
-    parts = value.split("-")
-    if not all(part.isdigit() and len(part) < 12 for part in parts) or len(parts) not in (1, 4):
+    numbers = whole_numbers(value, 4) or whole_numbers(value, 1)
+    if numbers is None:
         return None, None
-    numbers = tuple(int(part) for part in parts)
-    return numbers[0], (numbers[1:] if len(parts) == 4 else None)
+    return numbers[0], (numbers[1:] if len(numbers) == 4 else None)
 
 
 @live.rendered_once
@@ -69,18 +69,12 @@ def with_text_events(snap, had, texts, reset, now, skip_progress=False):
     before = tuple(had or (now[0], 0, 0))
     position = [now[0], 0, 0] if reset else list(before)
     frames = []
-    for kind, index in (("thinking", 2), ("text", 1)):  # thinking comes before the answer
-        offset, text = texts.get(kind, (position[index], ""))
-        if text or (reset and kind == "text"):
-            position[index] = offset + len(text)
-            name, data = text_event(kind, offset, text, now[0], reset)
-            frames.append(sse.event(name, data, event_id(snap, position)))
-            reset = False
+    for kind, end, name, data in text_events(texts, reset, now[0]):
+        position[1 + KINDS.index(kind)] = end
+        frames.append(sse.event(name, data, event_id(snap, position)))
     ended = snap["status"] in statuses.ENDED
     name, data = job_event(snap)
     own = "" if skip_progress else sse.event(name, data, event_id(snap, position if ended else before))
     return "".join([*frames, own] if ended else [own, *frames])
 
 
-def event_id(snap, position):
-    return "-".join(str(number) for number in (snap["version"], *position))

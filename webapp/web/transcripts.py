@@ -2,6 +2,7 @@
 and handed to every stream of the process, which takes what its client has not seen yet."""
 import bisect
 
+from webapp import output
 from webapp.output import KINDS, last_lines
 
 TAIL_WINDOW = 400  # characters a card's last lines are taken from
@@ -31,9 +32,9 @@ class Parts:
         return joined[start - offset:end - offset]
 
 
-class Transcript:
-    """One attempt's text and thinking. Only ever appended to: a new attempt is a new Transcript,
-    so a View taken earlier keeps reading what it saw."""
+class LiveText:
+    """One run's text and thinking. Only ever appended to: a new run is a new LiveText, so a View
+    taken earlier keeps reading what it saw."""
 
     def __init__(self, attempt):
         self.attempt = attempt
@@ -45,6 +46,9 @@ class Transcript:
 
     def lengths(self):
         return tuple(self.kinds[kind].length for kind in KINDS)
+
+    def position(self):
+        return (self.attempt, *self.lengths())
 
     def view(self):
         return View(self, self.lengths())
@@ -69,14 +73,15 @@ class View:
 
 
 def missing(view, position):
-    """What a client at `position` (attempt, text chars, thinking chars; None: nothing yet)
+    """What a client at `position` ((attempt, text chars, thinking chars); None: nothing yet)
     lacks of `view`: ({kind: (offset, text)}, reset, the client's position after it), or None
     while the view is behind the client (a later tick brings it)."""
-    attempt, *have = position or (view.attempt, 0, 0)
-    if attempt > view.attempt or (attempt == view.attempt and any(
-            mine > theirs for mine, theirs in zip(have, view.lengths.values(), strict=True))):
+    have = position or (view.attempt, 0, 0)
+    if output.follows(have, view.position()):
+        starts, reset = have[1:], False
+    elif have[0] >= view.attempt:
         return None
-    reset = attempt != view.attempt
-    starts = [0, 0] if reset else have
+    else:
+        starts, reset = (0, 0), True  # an earlier run's text: start over
     texts = {kind: (start, view.since(kind, start)) for kind, start in zip(KINDS, starts, strict=True)}
     return texts, reset, view.position()

@@ -103,6 +103,14 @@ def generation_request(body, default_model):
     }
 
 
+def whole_numbers(value, count):
+    """`count` whole numbers joined by '-' (ASCII digits only: int() would take '²' and fail), or None."""
+    parts = value.split("-")
+    if len(parts) != count or not all(re.fullmatch(r"[0-9]{1,11}", part) for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
 INCLUDES = ("output",)
 
 

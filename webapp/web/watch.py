@@ -12,7 +12,7 @@ from webapp import output, statuses
 from webapp.extensions import db
 from webapp.models import Job
 from webapp.snapshots import snapshots_of
-from webapp.web.transcripts import Transcript
+from webapp.web.transcripts import LiveText
 
 log = logging.getLogger(__name__)
 BATCH = 500  # ids per query: large enough for one read per tick, small enough for any server
@@ -68,7 +68,7 @@ class Watcher:
         self.subscribers = {}   # job_id -> set of Subscription
         self.seen = {}          # job_id -> (version, queue position) last fanned out
         self.texting = {}       # job_id -> how many of its subscriptions want its text
-        self.transcripts = {}   # job_id -> Transcript of its current attempt (read once, then appended)
+        self.transcripts = {}   # job_id -> LiveText of its current run (read once, then appended)
         self.wake = threading.Event()
         self.thread = None
         self.starting = threading.Lock()
@@ -180,13 +180,12 @@ class Watcher:
         """Bring the kept transcripts up to the rows just read: one query for the new text of
         every job, whoever watches it; each snapshot carries a view of its job's text."""
         rows = [(job, snap) for job, snap in zip(rows, snaps, strict=True) if job.job_id in self.texting]
-        starts = {}
+        starts, copies = {}, {}  # local: the read below lets other streams (un)subscribe meanwhile
         for job, _snap in rows:
             kept = self.transcripts.get(job.job_id)
-            attempt, *lengths = output.position(job)
-            if kept is None or kept.attempt != attempt or any(
-                    mine > theirs for mine, theirs in zip(kept.lengths(), lengths, strict=True)):
-                kept = self.transcripts[job.job_id] = Transcript(attempt)  # a new attempt: read from 0
+            if kept is None or not output.follows(kept.position(), output.position(job)):
+                kept = self.transcripts[job.job_id] = LiveText(output.attempt_of(job))  # a new run: from 0
+            copies[job.id] = kept
             starts[job.id] = dict(zip(output.KINDS, kept.lengths(), strict=True))
         if not rows:
             return
@@ -194,13 +193,17 @@ class Watcher:
         new = output.merge(found, output.read(wants))
         self.reads += bool(wants)
         for job, snap in rows:
-            kept = self.transcripts[job.job_id]
+            kept = copies[job.id]
             kept.extend(new.get(job.id, {}))
             snap["_text"] = kept.view()
             snap["output_tail"] = snap["_text"].tail()
+            # A piece was missing (it should not be): read the job again next tick.
+            snap["_short"] = kept.position() != output.position(job)
 
     def _fan_out(self, snap):
         self.seen[snap["job_id"]] = change_key(snap)
+        if snap.get("_short"):
+            self.seen.pop(snap["job_id"])
         for sub in list(self.subscribers.get(snap["job_id"], ())):
             if not sub.offer(snap):
                 self.seen.pop(snap["job_id"], None)  # read it again, with its text, next tick

@@ -39,7 +39,7 @@ class Run:
     def __init__(self, app, job, worker_id, clock=time.monotonic, rand=random.uniform):
         self.app, self.worker_id, self.clock = app, worker_id, clock
         self.rand = rand  # the back-off's random draw
-        self.pk, self.model, self.attempts = job.id, job.model, job.attempts
+        self.pk, self.model, self.attempts, self.run_number = job.id, job.model, job.attempts, job.runs
         self.body = {"model": job.model, "prompt": job.prompt, "options": job.options or {},
                      "stream": True, **({"system": job.system} if job.system else {})}
         self.config = app.config
@@ -126,7 +126,7 @@ class Run:
                 new, taken = self.text.unwritten()
             self._log_progress(fields)
             ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"],
-                                   pieces=output.pieces(self.pk, self.attempts, new), **fields,
+                                   pieces=output.pieces(self.pk, self.run_number, new), **fields,
                                    output_latest=output.latest(new), **self.text.chars(new))
             if ours:
                 with self.lock:
