@@ -80,23 +80,18 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import calendar  # noqa: E402
 import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import heapq  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from bisect import bisect_left, bisect_right  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from urllib.parse import unquote, urlsplit, urlunsplit  # noqa: E402
+from urllib.parse import urlunsplit  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.lock  # noqa: E402
@@ -106,11 +101,12 @@ import requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import benchlib, sse_client  # noqa: E402 - after monkey.patch_all(): sse_client is gevent's side
+from bench.benchlib import NCPU, cpu_pct, fmt, machine_cpu, proc_cpu  # noqa: E402
 from bench.output_counters import read_send_log  # noqa: E402 - pure helpers, no web or simulator imports
+from bench.sse_client import CONNECTING, ENDED, STREAMING, start_watchdog  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-TICK = os.sysconf("SC_CLK_TCK")
-NCPU = os.cpu_count() or 1
 DEFAULT_DB = "mysql+pymysql://root@127.0.0.1:3306/livegen_outputbench"
 DEFAULT_APP = "bench.output_counters:web_app()"
 USERS = {"web": "lg_web", "web1": "lg_web1", "worker": "lg_worker"}
@@ -118,74 +114,10 @@ WEB_ROLES = ("web", "web1")  # the web process with the watchers, and the one wi
 STAT_COLUMNS = ("SELECT_COMMANDS", "UPDATE_COMMANDS", "OTHER_COMMANDS", "ROWS_READ", "ROWS_SENT", "ROWS_INSERTED",
                 "ROWS_UPDATED", "BYTES_SENT", "BYTES_RECEIVED", "COMMIT_TRANSACTIONS", "ROLLBACK_TRANSACTIONS",
                 "TOTAL_CONNECTIONS", "BUSY_TIME", "CPU_TIME")
-CONNECTING, STREAMING, FAILED, ENDED = 0, 1, 2, 3
 PATH = "/api/v1/ai/generation/{}/progress?include=output"
 
 
 # --- small helpers -------------------------------------------------------------------------------
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def proc_cpu(pid):
-    """user + sys CPU seconds of a process (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except (OSError, TypeError, IndexError):
-        return 0.0
-
-
-def machine_cpu():
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(x) for x in stat.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def pids_named(*names):
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in names:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def children_of(pid):
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def command_output(args):
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def hist_add(hist, seconds):
     ms = int(seconds * 1000)
     hist[ms] = hist.get(ms, 0) + 1
@@ -209,142 +141,45 @@ def hist_dist(hist):
     return out
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_us(sig):
-    """preexec: the child gets `sig` when this process dies, however it dies."""
-    def preexec():
-        _LIBC.prctl(1, sig)  # PR_SET_PDEATHSIG
-    return preexec
-
-
 # --- processes -----------------------------------------------------------------------------------
-class Proc:
-    """A subprocess with its output in a log file; stopped by SIGTERM, then SIGKILL."""
+class Proc(benchlib.Proc):
+    """benchlib.Proc without OLLAMA_URL, with the checkout on PYTHONPATH (its simulator is bench.output_counters)."""
 
-    started = []
+    drop_env = (*benchlib.Proc.drop_env, "OLLAMA_URL")
 
     def __init__(self, name, args, env, log_dir, parent_death=signal.SIGKILL):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        full_env = {k: v for k, v in os.environ.items()
-                    if k not in ("OLLAMA_HOST", "OLLAMA_URL", "DATABASE_URL", "WEB_CONCURRENCY", "WORKER_CONNECTIONS")}
-        full_env.update({"PYTHONUNBUFFERED": "1",
-                         "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-                         **env})
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_us(parent_death))  # noqa: PLW1509 - one prctl call
-        Proc.started.append(self)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def log_tail(self, chars=3000):
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, grace=25.0):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    @classmethod
-    def stop_all(cls):
-        for proc in reversed(cls.started):
-            with contextlib.suppress(Exception):  # best effort on the way out
-                proc.stop(grace=10)
+        super().__init__(name, args, {"PYTHONPATH": benchlib.pythonpath(), **env}, log_dir, parent_death)
 
 
-class Web:
+class Web(sse_client.Web):
     """One gunicorn master (WEB_CONCURRENCY=1) serving `app`; `worker_pid` is its one worker."""
 
+    proc_class = Proc
+    up_path = "/static/does-not-exist"
+
     def __init__(self, args, database_url, log_dir, name):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = args.app
-        env = {"DATABASE_URL": database_url, "PORT": str(self.port), "WEB_CONCURRENCY": "1",
-               "SECRET_KEY": "output-bench", "RATE_LIMIT_PER_MINUTE": "0",
-               "SSE_POLL_INTERVAL": str(args.poll_interval), "SSE_MAX_DURATION": "3600"}
-        self.proc = Proc(name, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
-                         env, log_dir, parent_death=signal.SIGTERM)
-        self.worker_pid = None
-
-    def wait_up(self, timeout=40):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.proc.alive():
-                raise RuntimeError(f"gunicorn exited:\n{self.proc.log_tail()}")
-            try:
-                requests.get(self.url + "/static/does-not-exist", timeout=3)
-                kids = children_of(self.proc.pid)
-                if len(kids) == 1:
-                    self.worker_pid = kids[0]
-                    return
-            except requests.RequestException:
-                pass
-            gevent.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not come up:\n{self.proc.log_tail()}")
-
-    def current_worker(self):
-        kids = children_of(self.proc.pid)
-        return kids[0] if len(kids) == 1 else None
+        super().__init__(name, args.app, {"DATABASE_URL": database_url, "SECRET_KEY": "output-bench",
+                                          "SSE_POLL_INTERVAL": str(args.poll_interval)}, log_dir)
 
     def stats(self):
         """The process's own counters (bench/output_counters.py), or None (plain wsgi:app)."""
         if self.app != DEFAULT_APP:
             return None
-        sent = time.time()
-        try:
-            response = requests.get(self.url + "/sse-bench/stats", timeout=10)
-            stats = response.json() if response.status_code == 200 else None
-        except (requests.RequestException, ValueError):
-            return None
-        if stats:
-            stats["at"] = (sent + time.time()) / 2
-        return stats
+        return self.fetch_stats(timeout=10)
 
 
 # --- the database (as the URL's user: root) ------------------------------------------------------
-class Db:
-    def __init__(self, url):
-        parts = urlsplit(url)
-        self.parts = parts
-        self.name = parts.path.lstrip("/").split("?")[0]
-        self.kw = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
-                   "user": unquote(parts.username or "root"), "password": unquote(parts.password or ""),
-                   "autocommit": True}
-        self.conn = pymysql.connect(**self.kw)
-        self.userstat_before = None
+class Db(benchlib.Db):
+    marker = "outputbench"
 
-    def execute(self, sql, args=None):
-        with self.conn.cursor() as cursor:
-            cursor.execute(sql, args)
-            return cursor.fetchall()
+    def __init__(self, url):
+        super().__init__(url)
+        self.userstat_before = None
 
     def url_as(self, user):
         """The bench database's URL for `user` (no password), same host and port."""
         netloc = f"{user}@{self.kw['host']}:{self.kw['port']}"
         return urlunsplit((self.parts.scheme, netloc, self.parts.path, self.parts.query, ""))
-
-    def recreate(self):
-        if "outputbench" not in self.name:
-            sys.exit(f"refusing to drop database {self.name!r}: its name does not contain 'outputbench'")
-        self.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
-        self.execute(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4")
 
     def create_users(self):
         for user in USERS.values():
@@ -385,26 +220,15 @@ class Db:
             pieces = None
         return int(version), pieces, int(started)
 
-    def version(self):
-        return self.execute("SELECT VERSION()")[0][0]
-
 
 # --- the SSE clients -----------------------------------------------------------------------------
-class Client:
-    __slots__ = ("index", "job", "state", "buf", "ev", "error", "chunked", "done", "greenlet", "parts", "length",
-                 "thinking", "thinking_length", "attempt", "recs", "first_at", "closed_at", "ended_with", "late",
-                 "outputs", "gaps", "overlaps", "resets", "id_mismatch")
+class Client(sse_client.Client):
+    __slots__ = ("index", "parts", "length", "thinking", "thinking_length", "attempt", "recs", "first_at",
+                 "closed_at", "ended_with", "late", "outputs", "gaps", "overlaps", "resets", "id_mismatch")
 
     def __init__(self, index, job, late=False):
+        super().__init__(job)
         self.index = index
-        self.job = job
-        self.state = CONNECTING
-        self.buf = b""
-        self.ev = b""
-        self.error = None
-        self.chunked = True
-        self.done = False
-        self.greenlet = None
         self.parts, self.length = [], 0
         self.thinking, self.thinking_length = [], 0
         self.attempt = None
@@ -432,93 +256,18 @@ def apply_piece(parts, length, offset, text):
     return parts, length + len(text), True, False
 
 
-class Load:
+class Load(sse_client.Load):
     """Every client, the event counters, and the client side of the stream protocol."""
 
     def __init__(self, port, job_ids, connect_timeout=60.0):
-        self.addr = ("127.0.0.1", port)
+        super().__init__(port, [PATH.format(job_id) for job_id in job_ids], connect_timeout)
         self.job_ids = job_ids
-        self.requests = [(f"GET {PATH.format(job_id)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                          "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode()
-                         for job_id in job_ids]
-        self.connect_timeout = connect_timeout
-        self.clients = []        # open (or ended) clients
         self.opened = 0          # clients ever opened (their index)
         self.closed = []         # clients the bench closed early
         self.counts = {}         # event name -> [events, bytes]
-        self.errors = {}
         self.samples = {}        # event name -> one raw event
         self.bad_events = 0
         self.output_chars = 0
-
-    # one client --------------------------------------------------------------------------------
-    def run_client(self, c):
-        sock = None
-        try:
-            sock = socket.create_connection(self.addr, timeout=self.connect_timeout)
-            sock.sendall(self.requests[c.job])
-            buf = b""
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed before the response headers")
-                buf += data
-                end = buf.find(b"\r\n\r\n")
-                if end >= 0:
-                    break
-                if len(buf) > 65536:
-                    raise ConnectionError("response headers too large")
-            head, body = buf[:end], buf[end + 4:]
-            if head[9:12] != b"200":
-                raise ConnectionError("HTTP " + head[9:12].decode(errors="replace"))
-            c.chunked = b"transfer-encoding: chunked" in head.lower()
-            sock.settimeout(None)
-            if body:
-                self.feed(c, body, time.time())
-            while not c.done:
-                data = sock.recv(65536)
-                now = time.time()
-                if not data:
-                    break
-                self.feed(c, data, now)
-        except (OSError, ValueError) as error:
-            c.error = f"{type(error).__name__}: {error}"[:120]
-            key = type(error).__name__ if c.state == STREAMING else "connect " + type(error).__name__
-            self.errors[key] = self.errors.get(key, 0) + 1
-        finally:
-            if sock is not None:
-                sock.close()
-            c.state = FAILED if c.state == CONNECTING else ENDED
-
-    def feed(self, c, data, now):
-        if c.chunked:
-            buf = c.buf + data if c.buf else data
-            pos, size_of = 0, len(buf)
-            payload = []
-            while True:
-                line_end = buf.find(b"\r\n", pos)
-                if line_end < 0:
-                    break
-                size = int(buf[pos:line_end].split(b";")[0], 16)
-                if size == 0:
-                    c.done = True
-                    pos = size_of
-                    break
-                end = line_end + 2 + size
-                if end + 2 > size_of:
-                    break
-                payload.append(buf[line_end + 2:end])
-                pos = end + 2
-            c.buf = buf[pos:]
-            data = b"".join(payload)
-        ev = c.ev + data if c.ev else data
-        while True:
-            end = ev.find(b"\n\n")
-            if end < 0:
-                break
-            self.on_event(c, ev[:end], now)
-            ev = ev[end + 2:]
-        c.ev = ev
 
     def on_event(self, c, block, now):
         if block.startswith(b"retry:"):
@@ -572,28 +321,17 @@ class Load:
             c.done = True
 
     # many clients ------------------------------------------------------------------------------
-    def streaming(self):
-        return sum(1 for c in self.clients if c.state == STREAMING)
-
     def ramp(self, target, batch, batch_timeout, late=False):
         """Open clients up to `target` (client k on job k mod jobs), in batches, each waited for."""
         started = time.monotonic()
         trouble = []
         while len(self.clients) < target:
-            new = []
-            for _ in range(min(batch, target - len(self.clients))):
-                c = Client(self.opened, len(self.clients) % len(self.job_ids), late=late)
-                self.opened += 1
-                new.append(c)
-                self.clients.append(c)
-                c.greenlet = gevent.spawn(self.run_client, c)
-            batch_deadline = time.monotonic() + batch_timeout
-            while any(c.state == CONNECTING for c in new) and time.monotonic() < batch_deadline:
-                gevent.sleep(0.05)
-            failed = sum(1 for c in new if c.state in (FAILED, ENDED))
-            waiting = sum(1 for c in new if c.state == CONNECTING)
+            opened = len(self.clients)
+            new = [Client(self.opened + k, (opened + k) % len(self.job_ids), late=late)
+                   for k in range(min(batch, target - opened))]
+            self.opened += len(new)
+            failed, waiting, reasons = self.open_batch(new, batch_timeout)
             if failed or waiting:
-                reasons = sorted({c.error or "no first event yet" for c in new if c.state != STREAMING})[:3]
                 trouble.append(f"batch of {len(new)} up to {len(self.clients)}: {failed} failed, {waiting} "
                                f"without a first event after {batch_timeout:.0f} s ({'; '.join(reasons)})")
         return {"target": target, "streaming": self.streaming(), "seconds": round(time.monotonic() - started, 2),
@@ -684,10 +422,7 @@ def window_figures(name, s0, s1, args):
     wrk = {k: s1["users"]["worker"][k] - s0["users"]["worker"][k] for k in STAT_COLUMNS}
     writes = s1["versions"] - s0["versions"]
     pieces = s1["pieces"] - s0["pieces"] if s0["pieces"] is not None and s1["pieces"] is not None else None
-    busy = s1["machine"][0] - s0["machine"][0]
-    total = s1["machine"][1] - s0["machine"][1]
-    cpu = {k: round((s1["cpu"][k] - s0["cpu"][k]) / wall * 100, 1) for k in s0["cpu"]}
-    machine = busy / total * 100 * NCPU if total else None
+    cpu, machine = cpu_pct(s0, s1, wall)
     return {
         "window": name, "t0": s0["t"], "t1": s1["t"], "seconds": round(wall, 2),
         **{role: web_figures(role, s0, s1, wall, args, writes) for role in WEB_ROLES},
@@ -978,7 +713,7 @@ def main(argv=None):
     log_dir = RESULTS / f"output-{stamp}-logs"
     log_dir.mkdir()
     out = RESULTS / f"output-{stamp}.json"
-    nofile = raise_nofile()
+    nofile = benchlib.raise_nofile()
     report = {}
     db = Db(args.database_url)
     busy_before = wait_quiet(args.wait_quiet, args.quiet_below)
@@ -1005,24 +740,9 @@ def main(argv=None):
         with contextlib.suppress(Exception):
             db.userstat_restore()
 
-    def watchdog():
-        gevent.sleep(args.timeout)
-        print(f"output_bench: hard timeout of {args.timeout:.0f} s; stopping everything", file=sys.stderr, flush=True)
-        cleanup()
-        report["aborted"] = f"hard timeout of {args.timeout:.0f} s"
-        out.write_text(json.dumps(report, indent=2, default=str))
-        os._exit(3)
-    gevent.spawn(watchdog)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: (cleanup(), os._exit(130)))
+    start_watchdog("output_bench", args.timeout, cleanup, report, out)
 
-    machine = {"nproc": command_output(["nproc"]),
-               "cpu_model": command_output(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"]),
-               "kernel": platform.release(), "python": platform.python_version(),
-               "database": db.version(), "nofile_limit": nofile, "busy_pct_of_one_core_before": busy_before,
-               "commit": command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
-               "uncommitted_product_files": [line.split(maxsplit=1)[-1] for line in command_output(
-                   ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]).splitlines()]}
+    machine = benchlib.machine_info(db.version(), nofile, busy_pct_of_one_core_before=busy_before)
     plan = schedule(args)
     report.update({"started_at": started_at.isoformat(timespec="seconds"), "machine": machine,
                    "config": {k: v for k, v in vars(args).items() if k != "database_url"},
@@ -1030,25 +750,19 @@ def main(argv=None):
     windows = report["windows"]
     send_log = log_dir / "simulator-sends.log"
     try:
-        dirty = " + uncommitted changes" if machine["uncommitted_product_files"] else ""
-        print(f"output_bench: {machine['nproc']} cores ({machine['cpu_model']}), {machine['database']}, commit "
-              f"{machine['commit']}{dirty}; logs in {log_dir.relative_to(ROOT)}", flush=True)
+        print(f"output_bench: {benchlib.machine_line(machine)}; logs in {log_dir.relative_to(ROOT)}", flush=True)
         db.recreate()
-        migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-                                 cwd=ROOT, check=False, env={**os.environ, "DATABASE_URL": args.database_url},
-                                 capture_output=True, text=True, timeout=120)
-        if migrate.returncode:
-            raise RuntimeError("migration failed:\n" + migrate.stderr[-3000:])
+        benchlib.migrate(args.database_url)
         db.create_users()
         db.userstat_on()
-        sim_port = free_port()
+        sim_port = benchlib.free_port()
         sim = Proc("simulator", [sys.executable, "-m", "bench.output_counters", "--port", str(sim_port),
                                  "--log", str(send_log), "--tps", str(args.tps), "--gate", str(args.jobs)],
                    {}, log_dir)
         webs = {role: Web(args, db.url_as(USERS[role]), log_dir, role) for role in WEB_ROLES}
         for web in webs.values():
             web.wait_up()
-        mariadb = (pids_named("mariadbd", "mysqld") or [None])[0]
+        mariadb = (benchlib.pids_named("mariadbd", "mysqld") or [None])[0]
 
         def worker_env():
             return {"DATABASE_URL": db.url_as(USERS["worker"]), "OLLAMA_URL": f"http://127.0.0.1:{sim_port}",
@@ -1215,10 +929,6 @@ def summarize(report):
     out["mismatches"] = report.get("correctness", {}).get("mismatches")
     out["correct"] = out["mismatches"] == 0 and report.get("correctness", {}).get("not_complete") == 0
     return out
-
-
-def fmt(value, width, spec=""):
-    return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
 def print_table(report):

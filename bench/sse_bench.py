@@ -70,20 +70,12 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
-from urllib.parse import unquote, urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
 import pymysql  # noqa: E402
@@ -91,20 +83,18 @@ import requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench import benchlib, sse_client  # noqa: E402 - after monkey.patch_all(): sse_client is gevent's side
+from bench.benchlib import Proc, cpu_pct, fmt, machine_cpu, pct, proc_cpu  # noqa: E402
+from bench.sse_client import CONNECTING, ENDED, FAILED, STREAMING, start_watchdog  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
-TICK = os.sysconf("SC_CLK_TCK")
 DEFAULT_DB = "mysql+pymysql://root@127.0.0.1:3306/livegen_ssebench"
 PATHS = {"ours": "/api/v1/ai/generation/{}/progress", "baseline": "/baseline/{}/progress"}
 APPS = {"ours": "bench.sse_ours_app:app", "baseline": "bench.sse_baseline_app:app"}
-CONNECTING, STREAMING, FAILED, ENDED = 0, 1, 2, 3
 
 
 # --- small helpers -------------------------------------------------------------------------------
-def pct(ordered, p):
-    """Nearest-rank percentile of an already sorted, non-empty list."""
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def dist_ms(values):
     if not values:
         return None
@@ -113,23 +103,6 @@ def dist_ms(values):
         return round(seconds * 1000, 1)
     return {"n": len(values), "p50": ms(pct(values, 50)), "p99": ms(pct(values, 99)), "max": ms(values[-1]),
             "min": ms(values[0]), "mean": ms(sum(values) / len(values))}
-
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def proc_cpu(pid):
-    """user + sys CPU seconds of a process (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except (OSError, TypeError, IndexError):
-        return 0.0
 
 
 def proc_rss_kb(pid):
@@ -143,191 +116,33 @@ def proc_rss_kb(pid):
     return None
 
 
-def machine_cpu():
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(x) for x in stat.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
-def pids_named(*names):
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in names:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def children_of(pid):
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                kids.append(int(entry.name))
-    return kids
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def command_output(args):
-    try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_us(sig):
-    """preexec: the child gets `sig` when this process dies, however it dies."""
-    def preexec():
-        _LIBC.prctl(1, sig)  # PR_SET_PDEATHSIG
-    return preexec
-
-
 # --- processes -----------------------------------------------------------------------------------
-class Proc:
-    """A subprocess with its output in a log file; stopped by SIGTERM, then SIGKILL."""
-
-    started = []
-
-    def __init__(self, name, args, env, log_dir, parent_death=signal.SIGKILL):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        full_env = {k: v for k, v in os.environ.items()
-                    if k not in ("OLLAMA_HOST", "DATABASE_URL", "WEB_CONCURRENCY", "WORKER_CONNECTIONS")}
-        full_env.update({"PYTHONUNBUFFERED": "1", **env})
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_us(parent_death))  # noqa: PLW1509 - one prctl call
-        Proc.started.append(self)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def log_tail(self, chars=3000):
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self, grace=25.0):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    @classmethod
-    def stop_all(cls):
-        for proc in reversed(cls.started):
-            with contextlib.suppress(Exception):  # best effort on the way out
-                proc.stop(grace=10)
-
-
-class Web:
+class Web(sse_client.Web):
     """One gunicorn master (WEB_CONCURRENCY=1) serving `app`; `worker_pid` is its one worker."""
 
     def __init__(self, mode, args, log_dir, name=None):
         self.mode = mode
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {"DATABASE_URL": args.database_url, "PORT": str(self.port), "WEB_CONCURRENCY": "1",
-               "SECRET_KEY": "sse-bench", "RATE_LIMIT_PER_MINUTE": "0",
-               "SSE_POLL_INTERVAL": str(args.poll_interval), "SSE_MAX_DURATION": "3600",
-               "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        env = {"DATABASE_URL": args.database_url, "SECRET_KEY": "sse-bench",
+               "SSE_POLL_INTERVAL": str(args.poll_interval), "PYTHONPATH": benchlib.pythonpath()}
         if args.capacity > 10000:  # gunicorn.conf.py: WORKER_CONNECTIONS, default 10,000
             env["WORKER_CONNECTIONS"] = str(args.capacity + 100)
-        self.app = args.ours_app if mode == "ours" else APPS[mode]
-        self.proc = Proc(name or f"web-{mode}",
-                         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
-                         env, log_dir, parent_death=signal.SIGTERM)
-        self.worker_pid = None
-
-    def wait_up(self, timeout=40):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.proc.alive():
-                raise RuntimeError(f"gunicorn ({self.mode}) exited:\n{self.proc.log_tail()}")
-            try:
-                requests.get(self.url + "/", timeout=3)
-                kids = children_of(self.proc.pid)
-                if len(kids) == 1:
-                    self.worker_pid = kids[0]
-                    return
-            except requests.RequestException:
-                pass
-            gevent.sleep(0.2)
-        raise RuntimeError(f"gunicorn ({self.mode}) did not come up:\n{self.proc.log_tail()}")
-
-    def current_worker(self):
-        kids = children_of(self.proc.pid)
-        return kids[0] if len(kids) == 1 else None
+        super().__init__(name or f"web-{mode}", args.ours_app if mode == "ours" else APPS[mode], env, log_dir)
+        self.label = f"gunicorn ({mode})"
 
     def stats(self):
         """The process's own counters (bench/sse_counters.py), or None (plain wsgi:app, or no
         connection slot left: gunicorn's worker_connections are all streams)."""
-        sent = time.time()
-        try:
-            response = requests.get(self.url + "/sse-bench/stats", timeout=15)
-            stats = response.json() if response.status_code == 200 else None
-        except (requests.RequestException, ValueError):
-            return None
-        if stats:
-            stats["at"] = (sent + time.time()) / 2
-        return stats
+        return self.fetch_stats(timeout=15)
 
 
 # --- the database --------------------------------------------------------------------------------
-class Db:
-    def __init__(self, url):
-        parts = urlsplit(url)
-        self.name = parts.path.lstrip("/").split("?")[0]
-        self.kw = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306,
-                   "user": unquote(parts.username or "root"), "password": unquote(parts.password or ""),
-                   "autocommit": True}
-        self.conn = pymysql.connect(**self.kw)
-
-    def execute(self, sql):
-        with self.conn.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchall()
-
-    def recreate(self):
-        if "ssebench" not in self.name:
-            sys.exit(f"refusing to drop database {self.name!r}: its name does not contain 'ssebench'")
-        self.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
-        self.execute(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4")
+class Db(benchlib.Db):
+    marker = "ssebench"
 
     def com_select(self):
         """(time, server-wide Com_select). SHOW does not count as a SELECT."""
         value = int(self.execute("SHOW GLOBAL STATUS LIKE 'Com_select'")[0][1])
         return time.time(), value
-
-    def version(self):
-        return self.execute("SELECT VERSION()")[0][0]
 
 
 class RowReader:
@@ -423,118 +238,36 @@ class RowReader:
 
 
 # --- the SSE clients -----------------------------------------------------------------------------
-class Client:
-    __slots__ = ("job", "state", "buf", "ev", "recs", "version", "error", "chunked", "done", "greenlet")
+class Client(sse_client.Client):
+    __slots__ = ("recs", "version")
 
     def __init__(self, job):
-        self.job = job
-        self.state = CONNECTING
-        self.buf = b""
-        self.ev = b""
+        super().__init__(job)
         self.recs = []
         self.version = None
-        self.error = None
-        self.chunked = True
-        self.done = False
-        self.greenlet = None
 
 
-class Load:
+class Load(sse_client.Load):
     """Every client of one mode and their counters; the write times come from `reader` (RowReader)."""
 
     SAMPLE_EVERY, SAMPLES = 37, 400  # progress events kept for the per-field byte costs
 
     def __init__(self, mode, port, job_ids, reader, connect_timeout=60.0):
+        super().__init__(port, [PATHS[mode].format(job_id) for job_id in job_ids], connect_timeout)
         self.mode = mode
-        self.addr = ("127.0.0.1", port)
         self.job_ids = job_ids
-        self.requests = [(f"GET {PATHS[mode].format(job_id)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                          "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").encode()
-                         for job_id in job_ids]
         self.reader = reader   # shared by the modes: same rows, same versions
-        self.connect_timeout = connect_timeout
         self.tolerance = 0.1  # a batch with more failed or stalled clients than this stops the ramp
-        self.clients = []
         self.recording = False
         self.progress_events = 0
         self.progress_bytes = 0
         self.progress_bytes_max = 0
         self.progress_bytes_min = 1 << 30
         self.other_events = {}
-        self.errors = {}
         self.sample_event = None    # the first progress event of a processing job
         self.largest_event = None
         self.samples = []           # every SAMPLE_EVERY-th progress event, up to SAMPLES
         self.bad_ids = 0            # progress events whose id: line is missing or not an integer
-
-    # one client --------------------------------------------------------------------------------
-    def run_client(self, c):
-        sock = None
-        try:
-            sock = socket.create_connection(self.addr, timeout=self.connect_timeout)
-            sock.sendall(self.requests[c.job])
-            buf = b""
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    raise ConnectionError("closed before the response headers")
-                buf += data
-                end = buf.find(b"\r\n\r\n")
-                if end >= 0:
-                    break
-                if len(buf) > 65536:
-                    raise ConnectionError("response headers too large")
-            head, body = buf[:end], buf[end + 4:]
-            if head[9:12] != b"200":
-                raise ConnectionError("HTTP " + head[9:12].decode(errors="replace"))
-            c.chunked = b"transfer-encoding: chunked" in head.lower()
-            sock.settimeout(None)
-            if body:
-                self.feed(c, body, time.time())
-            while not c.done:
-                data = sock.recv(65536)
-                now = time.time()
-                if not data:
-                    break
-                self.feed(c, data, now)
-        except (OSError, ValueError) as error:
-            c.error = f"{type(error).__name__}: {error}"[:120]
-            key = type(error).__name__ if c.state == STREAMING else "connect " + type(error).__name__
-            self.errors[key] = self.errors.get(key, 0) + 1
-        finally:
-            if sock is not None:
-                sock.close()
-            c.state = FAILED if c.state == CONNECTING else ENDED
-
-    def feed(self, c, data, now):
-        if c.chunked:
-            buf = c.buf + data if c.buf else data
-            pos, size_of = 0, len(buf)
-            payload = []
-            while True:
-                line_end = buf.find(b"\r\n", pos)
-                if line_end < 0:
-                    break
-                size = int(buf[pos:line_end].split(b";")[0], 16)
-                if size == 0:
-                    c.done = True
-                    pos = size_of
-                    break
-                end = line_end + 2 + size
-                if end + 2 > size_of:
-                    break
-                payload.append(buf[line_end + 2:end])
-                pos = end + 2
-            c.buf = buf[pos:]
-            data = b"".join(payload)
-        ev = c.ev + data if c.ev else data
-        while True:
-            end = ev.find(b"\n\n")
-            if end < 0:
-                break
-            self.on_event(c, ev[:end], now)
-            ev = ev[end + 2:]
-        c.ev = ev
 
     def on_event(self, c, text, now):
         if text.startswith(b"retry:"):
@@ -573,9 +306,6 @@ class Load:
         c.version = version
 
     # many clients ------------------------------------------------------------------------------
-    def streaming(self):
-        return sum(1 for c in self.clients if c.state == STREAMING)
-
     def ramp(self, target, batch, batch_timeout, deadline):
         """Open clients up to `target` in batches, each waited for; stop at the first batch that
         fails or stalls. Returns what happened."""
@@ -585,19 +315,10 @@ class Load:
             if time.monotonic() > deadline:
                 stopped = "time budget of the run"
                 break
-            new = []
-            for _ in range(min(batch, target - len(self.clients))):
-                c = Client(len(self.clients) % len(self.job_ids))
-                new.append(c)
-                self.clients.append(c)
-                c.greenlet = gevent.spawn(self.run_client, c)
-            batch_deadline = time.monotonic() + batch_timeout
-            while any(c.state == CONNECTING for c in new) and time.monotonic() < batch_deadline:
-                gevent.sleep(0.05)
-            failed = sum(1 for c in new if c.state in (FAILED, ENDED))
-            waiting = sum(1 for c in new if c.state == CONNECTING)
+            opened = len(self.clients)
+            new = [Client((opened + k) % len(self.job_ids)) for k in range(min(batch, target - opened))]
+            failed, waiting, reasons = self.open_batch(new, batch_timeout)
             if failed or waiting:
-                reasons = sorted({c.error or "no first event yet" for c in new if c.state != STREAMING})[:3]
                 trouble.append(f"batch of {len(new)} up to {len(self.clients)}: {failed} failed, {waiting} "
                                f"without their first event after {batch_timeout:.0f} s "
                                f"({'; '.join(reasons)})")
@@ -713,10 +434,7 @@ def window_figures(s0, s1, idle_com_select):
     wall = s1["t"] - s0["t"]
     own = s1["reader_reads"] - s0["reader_reads"]
     com = (s1["com_select"] - s0["com_select"] - own) / wall
-    busy = s1["machine"][0] - s0["machine"][0]
-    total = s1["machine"][1] - s0["machine"][1]
-    cpu = {name: round((s1["cpu"][name] - s0["cpu"][name]) / wall * 100, 1) for name in s0["cpu"]}
-    machine = busy / total * 100 * NCPU if total else None
+    cpu, machine = cpu_pct(s0, s1, wall)
     others = round(machine - sum(cpu.values()), 1) if machine is not None else None
     out = {"seconds": round(wall, 2), "reads_per_s": None, "com_select_per_s": round(com, 1),
            "reader_selects_per_s": round(own / wall, 1),
@@ -1021,7 +739,6 @@ def watcher_race(args, job_ids, reader, log_dir, clients=50, window=3.0, name="w
 
 
 WORKER_PID, SIM_PID, MARIADB_PID, READER = [None], [None], [None], [None]
-NCPU = os.cpu_count() or 1
 
 
 def main(argv=None):
@@ -1031,47 +748,24 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     log_dir = RESULTS / f"sse-{stamp}-logs"
     log_dir.mkdir()
-    nofile = raise_nofile()
+    nofile = benchlib.raise_nofile()
     run_deadline = time.monotonic() + args.timeout - 40  # room to stop everything and write the results
 
     out = RESULTS / f"sse-{stamp}.json"
     report = {}
 
-    def watchdog():
-        gevent.sleep(args.timeout)
-        print(f"sse_bench: hard timeout of {args.timeout:.0f} s; stopping everything", file=sys.stderr,
-              flush=True)
-        Proc.stop_all()
-        report["aborted"] = f"hard timeout of {args.timeout:.0f} s"
-        out.write_text(json.dumps(report, indent=2, default=str))
-        os._exit(3)
-    gevent.spawn(watchdog)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: (Proc.stop_all(), os._exit(130)))
+    start_watchdog("sse_bench", args.timeout, Proc.stop_all, report, out)
 
     db = Db(args.database_url)
-    machine = {"nproc": command_output(["nproc"]),
-               "cpu_model": command_output(["sh", "-c", "lscpu | grep 'Model name' | sed 's/.*: *//'"]),
-               "kernel": platform.release(), "python": platform.python_version(),
-               "database": db.version(), "nofile_limit": nofile,
-               "mem_total_mb": int(Path("/proc/meminfo").read_text().split()[1]) // 1024,
-               "commit": command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
-               "uncommitted_product_files": [line.split(maxsplit=1)[-1] for line in command_output(
-                   ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]).splitlines()]}
+    machine = benchlib.machine_info(db.version(), nofile,
+                           mem_total_mb=int(Path("/proc/meminfo").read_text().split()[1]) // 1024)
     report.update({"started_at": started_at.isoformat(timespec="seconds"), "machine": machine,
                    "config": {k: v for k, v in vars(args).items() if k != "database_url"}, "modes": {}})
     try:
-        dirty = " + uncommitted changes" if machine["uncommitted_product_files"] else ""
-        print(f"sse_bench: {machine['nproc']} cores ({machine['cpu_model']}), {machine['database']}, commit "
-              f"{machine['commit']}{dirty}; logs in {log_dir.relative_to(ROOT)}", flush=True)
+        print(f"sse_bench: {benchlib.machine_line(machine)}; logs in {log_dir.relative_to(ROOT)}", flush=True)
         db.recreate()
-        migrate = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-                                 cwd=ROOT, check=False,
-                                 env={**os.environ, "DATABASE_URL": args.database_url},
-                                 capture_output=True, text=True, timeout=120)
-        if migrate.returncode:
-            raise RuntimeError("migration failed:\n" + migrate.stderr[-3000:])
-        sim_port = free_port()
+        benchlib.migrate(args.database_url)
+        sim_port = benchlib.free_port()
         sim = Proc("simulator", [sys.executable, "-m", "simulator", "--port", str(sim_port),
                                  "--tps", str(args.tps), "--load-delay", "0", "--quiet",
                                  # jobs must run their whole num_predict at one pace
@@ -1083,7 +777,7 @@ def main(argv=None):
                        "PROGRESS_INTERVAL": str(args.progress_interval), "SECRET_KEY": "sse-bench",
                        "SHUTDOWN_GRACE": "2"}, log_dir)
         WORKER_PID[0] = worker.pid
-        MARIADB_PID[0] = (pids_named("mariadbd", "mysqld") or [None])[0]
+        MARIADB_PID[0] = (benchlib.pids_named("mariadbd", "mysqld") or [None])[0]
         first = Web(args.modes[0], args, log_dir)
         first.wait_up()
         job_ids, num_predict = start_jobs(first, args, time.monotonic() + 60)
@@ -1180,10 +874,6 @@ def summarize(report, args):
         out["bytes_per_progress_event"] = max(means)
         out["bytes_target_met"] = max(means) < 200
     return out
-
-
-def fmt(value, width, spec=""):
-    return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
 def print_table(report, args):

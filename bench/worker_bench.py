@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 
+from bench.benchlib import machine_cpu, pct, pids_named, proc_cpu, stop_process  # noqa: E402
 from simulator import Simulator  # noqa: E402
 from webapp import create_app  # noqa: E402
 from webapp.extensions import db  # noqa: E402
@@ -52,7 +53,6 @@ RESULTS = ROOT / "bench" / "results"
 MODEL = "llama3.2"
 ENDED = ("completed", "failed", "cancelled")
 CLOCK_SLACK = 0.002  # last_update_at is truncated to ms: a difference of two stamps is off by < 1 ms
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --- small helpers -------------------------------------------------------------------------------
@@ -61,53 +61,20 @@ def epoch(stamp):
     return stamp.replace(tzinfo=UTC).timestamp()
 
 
-def proc_cpu(pid):
-    """user + sys CPU seconds of a process, from /proc/<pid>/stat (fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # fields[0] is field 3 (state)
-
-
-def machine_cpu():
-    """(busy, total) jiffies of all CPUs together, from the first line of /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(x) for x in stat.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
 def database_server_pid(url):
     """The local mariadbd/mysqld process for a MySQL URL on this machine, else None."""
     if sa.engine.make_url(url).drivername.startswith("sqlite"):
         return None
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() in ("mariadbd", "mysqld"):
-                return int(entry.name)
-        except OSError:
-            continue
-    return None
-
-
-def cpu_of(pid):
-    try:
-        return proc_cpu(pid) if pid else 0.0
-    except OSError:
-        return 0.0
-
-
-def pct(values, p):
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+    return (pids_named("mariadbd", "mysqld") or [None])[0]
 
 
 def dist(values, digits=4):
     """{n, min, p50, p95, max, mean} of a list (None when empty)."""
     if not values:
         return None
-    return {"n": len(values), "min": round(min(values), digits), "p50": round(pct(values, 50), digits),
-            "p95": round(pct(values, 95), digits), "max": round(max(values), digits),
+    ordered = sorted(values)
+    return {"n": len(values), "min": round(min(values), digits), "p50": round(pct(ordered, 50), digits),
+            "p95": round(pct(ordered, 95), digits), "max": round(max(values), digits),
             "mean": round(sum(values) / len(values), digits)}
 
 
@@ -176,13 +143,7 @@ class WorkerProcess:
 
     def stop(self, grace=10.0):
         """SIGTERM, then SIGKILL after `grace` seconds."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, grace)
 
     def kill(self):
         if self.proc.poll() is None:
@@ -542,7 +503,7 @@ def main(argv=None):
         after = machine_cpu()
         background = (after[0] - before[0]) / max(1, after[1] - before[1]) * (os.cpu_count() or 1)
         db_pid = database_server_pid(url)
-        db0 = cpu_of(db_pid)
+        db0 = proc_cpu(db_pid)
         deadline = time.monotonic() + timeout
         machine0, own0 = machine_cpu(), proc_cpu(os.getpid())
         cpu0, t0 = proc_cpu(worker.pid), time.time()
@@ -551,7 +512,7 @@ def main(argv=None):
         observations, cpu_samples, polls, timed_out = sample(app, worker, list(by_prompt.values()),
                                                              args, deadline)
         cpu1, t1 = proc_cpu(worker.pid), time.time()
-        machine1, own1, db1 = machine_cpu(), proc_cpu(os.getpid()), cpu_of(db_pid)
+        machine1, own1, db1 = machine_cpu(), proc_cpu(os.getpid()), proc_cpu(db_pid)
         worker.stop()
         log = worker.log()
         rows = final_rows(app, list(by_prompt.values()))
