@@ -1,5 +1,6 @@
 """Support for the browser tests: Debian's Chromium through Playwright, a real nginx, per-test
 output (screenshots, network log) under test-output/browser/<test name>/, and card helpers.
+The fixtures built on these are in browser_fixtures.py.
 
 Missing Chromium, Playwright or nginx skips the browser tests, unless REQUIRE_BROWSER=1 (CI):
 then they fail loudly.
@@ -9,7 +10,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import requests
@@ -22,6 +25,8 @@ NGINX_TEMPLATE = Path(__file__).with_name("nginx_buffering.conf.template")
 CARD_POLL = re.compile(r"/jobs/[^/?]+/card$")
 STREAM = re.compile(r"/jobs/stream\?")
 ENDED = ("completed", "failed", "cancelled")
+WEB_ENV = {"SSE_POLL_INTERVAL": "0.2"}  # the browser tests' gunicorn: reads changed jobs every 0.2 s
+WORKER_ENV = {"PROGRESS_INTERVAL": "0.5"}  # their `python worker.py`: writes progress every 0.5 s
 
 # Runs in every page before its own scripts: a record of what the page's SSE and htmx did,
 # timestamped with Date.now() so Python can compare it with Playwright's request timings.
@@ -212,6 +217,25 @@ def render_history(history):
     start = history[0]["t"] if history else 0
     return "\n".join(f"{(e['t'] - start) / 1000:8.3f} {e['job'][:8]} v{e['version']:<4} {e['status']:<10} "
                      f"tokens {e['tokens']}" for e in history)
+
+
+class Probe(NamedTuple):
+    """A script that open_page(probe=True) runs in every page before the page's own scripts, and
+    the log of what it recorded, written at teardown as <log>.log: render(page) -> text, or None
+    for no file."""
+    script: str
+    log: str
+    render: Callable
+
+
+def cards_log(page):
+    history = page.evaluate("window.__probe ? window.__probe.cards : []")
+    if history:
+        return "what the page's cards showed (s, job, version, status)\n" + render_history(history) + "\n"
+    return None
+
+
+CARDS_PROBE = Probe(PAGE_PROBE, "cards", cards_log)
 
 
 def read_cards(page):

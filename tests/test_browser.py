@@ -5,8 +5,6 @@ test-output/browser/<test name>/.
 
 Needs Chromium and nginx; without them these tests skip, or fail under REQUIRE_BROWSER=1 (CI).
 """
-import contextlib
-import shutil
 import time
 from datetime import datetime
 
@@ -18,14 +16,10 @@ from simulator import Simulator
 
 from browser_support import (
     ENDED,
-    OUTPUT,
-    PAGE_PROBE,
-    Artifacts,
-    NetworkLog,
+    WEB_ENV,
+    WORKER_ENV,
     Nginx,
     card_regressions,
-    launch_browser,
-    nginx_executable,
     read_card,
     render_history,
     tokens,
@@ -34,78 +28,12 @@ from browser_support import (
 from servers import Gunicorn, WorkerProcess
 
 pytestmark = pytest.mark.browser
+pytest_plugins = ["browser_fixtures"]  # browser, nginx, artifacts, web, open_page
 
 API = "/api/v1/ai/generation"
-WEB_ENV = {"SSE_POLL_INTERVAL": "0.2"}
-WORKER_ENV = {"PROGRESS_INTERVAL": "0.5"}
 XSS_PROMPT = "<script>alert(1)</script> and <img src=x onerror=alert(2)>"
 XSS_RESULT = ("Here: <script>alert(3)</script>\n<img src=x onerror=alert(4)>\n"
               "</pre><svg onload=alert(5)> & &amp; \"quoted\" 'single'")
-
-
-# --- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    playwright, browser = launch_browser()
-    shutil.rmtree(OUTPUT, ignore_errors=True)  # this run's output only
-    yield browser
-    browser.close()
-    playwright.stop()
-
-
-@pytest.fixture(scope="module")
-def nginx():
-    """nginx's path; skips (or fails under REQUIRE_BROWSER=1) before any server starts."""
-    return nginx_executable()
-
-
-@pytest.fixture
-def artifacts(request):
-    return Artifacts(request.node.name)
-
-
-@pytest.fixture
-def web(browser, database_url):  # the browser first: without one, skip before starting servers
-    with Gunicorn(database_url, **WEB_ENV) as server:
-        yield server
-
-
-@pytest.fixture
-def open_page(browser, artifacts):
-    """open_page(**context options) -> (page, network log). Each page records its requests,
-    errors and dialogs (dismissed); at teardown a `final` screenshot and network.log are saved."""
-    opened = []
-
-    def open_(probe=True, **options):
-        context = browser.new_context(viewport={"width": 1000, "height": 900}, **options)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        net = NetworkLog(page)
-
-        def on_dialog(dialog):
-            net.dialogs.append(f"{dialog.type}: {dialog.message}")
-            dialog.dismiss()
-
-        page.on("dialog", on_dialog)
-        if probe:
-            page.add_init_script(PAGE_PROBE)
-        opened.append((context, page, net))
-        return page, net
-
-    yield open_
-    for number, (context, page, net) in enumerate(opened, 1):
-        suffix = "" if len(opened) == 1 else f"-{number}"
-        with contextlib.suppress(Exception):  # the page may be gone; the log still matters
-            artifacts.screenshot(page, "final" + suffix)
-        artifacts.write(f"network{suffix}.log", net.render())
-        try:
-            history = page.evaluate("window.__probe ? window.__probe.cards : []")
-        except Exception:
-            history = []
-        if history:
-            artifacts.write(f"cards{suffix}.log", "what the page's cards showed (s, job, version, status)\n"
-                            + render_history(history) + "\n")
-        context.close()
 
 
 def create_job(web, prompt="Explain server-sent events", num_predict=60):

@@ -11,10 +11,10 @@ import pytest
 
 from webapp import queue, statuses
 
-from browser_support import Artifacts, NetworkLog, launch_browser
-from servers import Gunicorn
+from browser_support import NetworkLog
 
 pytestmark = pytest.mark.browser
+pytest_plugins = ["browser_fixtures"]  # browser, artifacts, web
 
 # The brief's payloads, each in a paragraph of its own, plus two that go further.
 PAYLOADS = [
@@ -45,23 +45,10 @@ INSPECT = """
 """
 
 
-@pytest.fixture(scope="module")
-def browser():
-    playwright, browser = launch_browser()
-    yield browser
-    browser.close()
-    playwright.stop()
-
-
 @pytest.fixture
-def web(browser, database_url):  # the browser first: without one, skip before starting servers
-    with Gunicorn(database_url) as server:
-        yield server
-
-
-@pytest.fixture
-def artifacts(request):
-    return Artifacts(request.node.name)
+def web_env():
+    """gunicorn with the app's own settings, not WEB_ENV: the job has ended before the page opens."""
+    return {}
 
 
 def completed_job(result):

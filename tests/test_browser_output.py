@@ -8,7 +8,6 @@ scrolled up, shows markup as text, keeps thinking apart; index cards show the la
 JavaScript the page refreshes itself with the text so far. Screenshots and a network log of
 every test go to test-output/browser/<test name>/.
 """
-import contextlib
 import re
 import time
 from datetime import datetime
@@ -20,26 +19,22 @@ import requests
 from simulator import Simulator
 
 from browser_support import (
+    CARDS_PROBE,
     ENDED,
-    PAGE_PROBE,
-    Artifacts,
-    NetworkLog,
+    WORKER_ENV,
     Nginx,
-    launch_browser,
-    nginx_executable,
+    Probe,
     read_card,
-    render_history,
     tokens,
     wait_for_cards,
 )
 from helpers import both_backends
-from servers import Gunicorn, WorkerProcess
+from servers import WorkerProcess
 
 pytestmark = pytest.mark.browser
+pytest_plugins = ["browser_fixtures"]  # browser, nginx, artifacts, web, open_page
 
 API = "/api/v1/ai/generation"
-WEB_ENV = {"SSE_POLL_INTERVAL": "0.2"}
-WORKER_ENV = {"PROGRESS_INTERVAL": "0.5"}
 
 # Runs in every page before its own scripts (with PAGE_PROBE): every state the live text box
 # (and the thinking box) went through, the text pieces the stream carried, and the fallback's
@@ -96,71 +91,16 @@ SCROLL = """
 """
 
 
-# --- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    playwright, browser = launch_browser()
-    yield browser
-    browser.close()
-    playwright.stop()
-
-
-@pytest.fixture(scope="module")
-def nginx():
-    """nginx's path; skips (or fails under REQUIRE_BROWSER=1) before any server starts."""
-    return nginx_executable()
-
-
+# --- fixtures (the others are in browser_fixtures.py) ---------------------------------------------
 @pytest.fixture
-def artifacts(request):
-    return Artifacts(request.node.name)
+def page_probes():
+    """Each page records its cards and what its text box showed (text.log)."""
+    return [CARDS_PROBE, Probe(TEXT_PROBE, "text", text_log)]
 
 
-@pytest.fixture
-def web(browser, database_url):  # the browser first: without one, skip before starting servers
-    with Gunicorn(database_url, **WEB_ENV) as server:
-        yield server
-
-
-@pytest.fixture
-def open_page(browser, artifacts):
-    """open_page(probe=True, **context options) -> (page, network log). Each page records its
-    requests, errors and dialogs (dismissed), and (with probe) what its text box showed; at
-    teardown a `final` screenshot, network.log and text.log are saved."""
-    opened = []
-
-    def open_(probe=True, **options):
-        context = browser.new_context(viewport={"width": 1000, "height": 900}, **options)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        net = NetworkLog(page)
-
-        def on_dialog(dialog):
-            net.dialogs.append(f"{dialog.type}: {dialog.message}")
-            dialog.dismiss()
-
-        page.on("dialog", on_dialog)
-        if probe:
-            page.add_init_script(PAGE_PROBE)
-            page.add_init_script(TEXT_PROBE)
-        opened.append((context, page, net))
-        return page, net
-
-    yield open_
-    for number, (context, page, net) in enumerate(opened, 1):
-        suffix = "" if len(opened) == 1 else f"-{number}"
-        with contextlib.suppress(Exception):  # the page may be gone; the logs still matter
-            artifacts.screenshot(page, "final" + suffix)
-        artifacts.write(f"network{suffix}.log", net.render())
-        with contextlib.suppress(Exception):
-            rec = page.evaluate("window.__text || null")
-            if rec:
-                artifacts.write(f"text{suffix}.log", render_text_log(rec))
-        with contextlib.suppress(Exception):
-            history = page.evaluate("window.__probe ? window.__probe.cards : []")
-            if history:
-                artifacts.write(f"cards{suffix}.log", render_history(history) + "\n")
-        context.close()
+def text_log(page):
+    rec = page.evaluate("window.__text || null")
+    return render_text_log(rec) if rec else None
 
 
 def render_text_log(rec):
