@@ -229,7 +229,11 @@
     }
   }
 
-  // --- copy to clipboard ------------------------------------------------------------------
+  // --- copy to clipboard (the buttons come hidden: without JavaScript they could do nothing) ---
+  htmx.onLoad(function (root) {
+    var buttons = root.querySelectorAll ? root.querySelectorAll("button[data-copy]") : [];
+    Array.prototype.forEach.call(buttons, function (button) { button.hidden = false; });
+  });
   document.addEventListener("click", function (evt) {
     var button = evt.target.closest && evt.target.closest("[data-copy]");
     if (!button) return;

@@ -212,6 +212,7 @@ def test_the_job_page_shows_the_text_as_it_is_written(web, open_page, artifacts,
                 page.wait_for_timeout(200)
             wait_for_completed_page(page)
             artifacts.screenshot(page, "completed")
+            assert page.locator("button[data-copy]").is_visible(), "with JavaScript, Copy is offered"
             page.click("details.raw summary")
             artifacts.screenshot(page, "completed-raw-open")
         record = sim.requests[0]
@@ -451,6 +452,7 @@ def test_without_javascript_the_job_page_shows_the_text_so_far(web, open_page, a
         read = f"() => {{ const p = document.getElementById('output-{job_id}'); return p && p.textContent; }}"
         first = read_settled(page, read)
         assert page.locator(f"#output-{job_id}").is_visible()
+        assert page.locator("button[data-copy]").is_hidden(), "a Copy button that cannot work is not shown"
         artifacts.screenshot(page, "first-load")
         page.wait_for_event("load", timeout=5_000)  # the 2 s meta refresh
         second = read_settled(page, read)
