@@ -55,9 +55,29 @@
     if (!evt.detail.successful) return;
     pollFailures = 0;
     nextPollAt = 0;
-    var form = evt.detail.elt;
-    if (form.matches && form.matches("form.compose-form")) form.reset();  // ready for the next prompt
   });
+
+  // --- the prompt form never loses a prompt ---------------------------------------------------
+  // The prompt is cleared the moment it is sent, so the next one can be typed at once; a Generate
+  // pressed while a request is in flight is queued by htmx and reads the form when it goes. A
+  // prompt whose request failed comes back (a refused one comes back with the server's form).
+  var sentPrompt = null;
+  function composing(evt) {
+    var form = evt.detail.elt;
+    return form && form.matches && form.matches("form.compose-form") ? form.querySelector("#prompt") : null;
+  }
+  document.addEventListener("htmx:configRequest", function (evt) {
+    var prompt = composing(evt);
+    if (!prompt) return;
+    sentPrompt = evt.detail.parameters.get ? evt.detail.parameters.get("prompt") : evt.detail.parameters.prompt;
+    if (prompt.value === sentPrompt) prompt.value = "";
+  });
+  function promptFailed(evt) {
+    var prompt = composing(evt);
+    if (prompt && !prompt.value && sentPrompt) prompt.value = sentPrompt;
+  }
+  document.addEventListener("htmx:sendError", promptFailed);
+  document.addEventListener("htmx:responseError", promptFailed);
 
   // --- after every swap: remember the server's figures, announce status changes -------------
   var known = {};  // job id -> "status/phase" last announced

@@ -43,3 +43,11 @@ def test_card_polls_while_running_and_stops_with_286_once_ended(client):
 def test_pages_forbid_inline_script(client):
     policy = client.get("/").headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+
+
+def test_the_session_cookie_is_httponly_samesite_lax_and_secure_over_https(client):
+    plain = client.get("/").headers.get("Set-Cookie", "")
+    assert "HttpOnly" in plain and "SameSite=Lax" in plain and "Secure" not in plain, plain
+    client.delete_cookie("session")
+    secure = client.get("/", base_url="https://localhost").headers.get("Set-Cookie", "")
+    assert "Secure" in secure and "SameSite=Lax" in secure, secure

@@ -3,7 +3,7 @@ security headers and the per-process watcher. Only the web process imports this 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import create_app as create_core_app
-from webapp.web import api, errors, limits, pages, ratelimit, security, streams, templating, watch
+from webapp.web import api, cookies, errors, limits, pages, ratelimit, security, streams, templating, watch
 
 
 def create_app(config=None):
@@ -15,6 +15,7 @@ def create_app(config=None):
     security.register(app)  # before errors: see errors.register
     errors.register(app)
     templating.register(app)
+    cookies.register(app)
     limits.register(app)
     ratelimit.init_app(app)
     watch.init_app(app)
