@@ -105,7 +105,8 @@ def prepare_database(url, force):
         engine = sa.create_engine(url)
         try:
             with engine.begin() as conn:
-                conn.execute(sa.text("DROP TABLE IF EXISTS ai_generation_output, ai_generation_jobs, alembic_version"))
+                conn.execute(sa.text("DROP TABLE IF EXISTS ai_rate_windows, ai_generation_output, "
+                                     "ai_generation_jobs, alembic_version"))
         finally:
             engine.dispose()
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench"})

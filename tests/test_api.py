@@ -155,10 +155,9 @@ def test_wrong_method_is_json_405(client):
     assert response.get_json()["success"] is False and "POST" in response.headers["Allow"]
 
 
+@both_backends
 def test_rate_limit_is_429_with_retry_after(app, client):
-    from webapp.web.ratelimit import RateLimiter
-
-    app.extensions["livegen.ratelimit"] = RateLimiter(2)
+    app.config["RATE_LIMIT_PER_MINUTE"] = 2
     assert [create(client).status_code for _ in range(3)] == [202, 202, 429]
     limited = create(client)
     assert int(limited.headers["Retry-After"]) > 0 and "try again" in limited.get_json()["error"]

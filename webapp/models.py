@@ -121,3 +121,14 @@ class OutputPiece(db.Model):
     char_to: so.Mapped[int] = so.mapped_column(sa.Integer)
     content: so.Mapped[str] = so.mapped_column(LongText)
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+
+
+class RateWindow(db.Model):
+    """New jobs counted per client and minute, in the database: every web process shares the
+    count, so the limit is the same whatever WEB_CONCURRENCY is."""
+    __tablename__ = "ai_rate_windows"
+    __table_args__ = ({"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},)
+
+    key: so.Mapped[str] = so.mapped_column(sa.String(100), primary_key=True)
+    window: so.Mapped[datetime] = so.mapped_column(Timestamp, primary_key=True)  # the minute it counts
+    hits: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)

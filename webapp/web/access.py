@@ -6,7 +6,7 @@ import hmac
 from flask import current_app, request
 from werkzeug.exceptions import NotFound, TooManyRequests, Unauthorized
 
-from webapp import queue
+from webapp import queue, ratelimits
 
 
 def no_such_job(job_id):
@@ -37,8 +37,9 @@ def token_required(view):
 
 
 def limit_rate():
-    """Count a new job for this client address; 429 with Retry-After when over the limit."""
-    wait = current_app.extensions["livegen.ratelimit"].hit(request.remote_addr)
+    """Count a new job for this client address (in the database: every process shares it); 429 with
+    Retry-After when over the limit."""
+    wait = ratelimits.hit(request.remote_addr or "unknown", current_app.config["RATE_LIMIT_PER_MINUTE"])
     if wait:
         raise TooManyRequests(f"Too many new jobs from this address; try again in {wait} s.",
                               retry_after=wait)

@@ -8,14 +8,14 @@ import uuid
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import output, queue
+from webapp import output, queue, ratelimits
 from webapp.extensions import discard_session
 from webapp.worker.run import Run
 
 log = logging.getLogger(__name__)
 IDLE_POLL = 0.5       # seconds between claim attempts when the queue is empty
 SWEEP_EVERY = 5.0     # seconds between sweeps for jobs whose lease ran out
-PRUNE_EVERY = 60.0    # seconds between clear-outs of text pieces that the job rows now hold
+PRUNE_EVERY = 60.0    # seconds between clear-outs of text pieces the rows now hold, and of old rate windows
 # Seconds after the grace for aborted jobs to be released: 20 s grace + 5 s stays under the
 # 30 s after which a PaaS kills the process.
 RELEASE_WAIT = 5.0
@@ -99,6 +99,7 @@ class Worker:
                 if time.monotonic() - self.last_prune >= PRUNE_EVERY:
                     self.last_prune = time.monotonic()
                     output.prune()
+                    ratelimits.prune()
             except SQLAlchemyError as error:
                 log.warning("sweep failed, database error: %s", error)
             finally:
