@@ -8,7 +8,7 @@ import uuid
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import output, queue, ratelimits
+from webapp import output, queue, ratelimits, retention
 from webapp.extensions import discard_session
 from webapp.worker.run import Run
 
@@ -100,6 +100,8 @@ class Worker:
                     self.last_prune = time.monotonic()
                     output.prune()
                     ratelimits.prune()
+                    if self.app.config["JOB_RETENTION_DAYS"] > 0:
+                        retention.purge(self.app.config["JOB_RETENTION_DAYS"])
             except SQLAlchemyError as error:
                 log.warning("sweep failed, database error: %s", error)
             finally:
