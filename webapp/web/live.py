@@ -8,7 +8,7 @@ from flask import Response
 from webapp import output, queue, statuses
 from webapp.extensions import db
 from webapp.snapshots import snapshots_of
-from webapp.web import sse, watch
+from webapp.web import sse, transcripts, watch
 
 HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
@@ -53,17 +53,33 @@ def event_stream(events):
     return Response(events, mimetype="text/event-stream", headers=HEADERS)
 
 
+def once(snap, key, build):
+    """`build()` once per snapshot and key: the watcher hands every subscriber the same dict, so
+    what is built is kept on it (a thousand watchers cost one rendering, not a thousand)."""
+    frames = snap.setdefault("_frames", {})
+    if key not in frames:
+        frames[key] = build()
+    return frames[key]
+
+
 def rendered_once(render):
-    """Render a snapshot once for all its subscribers: the watcher hands each of them the same
-    dict, so the frame is kept on it (a thousand watchers cost one render, not a thousand).
-    Extra arguments (hashable: where a client's text stands) key the frame too."""
-    def render_once(snap, *args):
-        frames = snap.setdefault("_frames", {})
-        key = (render, *args)
-        if key not in frames:
-            frames[key] = render(snap, *args)
-        return frames[key]
-    return render_once
+    """`render(snap)` once for all the snapshot's subscribers."""
+    return lambda snap: once(snap, render, lambda: render(snap))
+
+
+def text_for(snap, sub, render):
+    """For a client that is sent the text: `render(snap, had, texts, reset, now)` of what it lacks
+    (all it missed, if it was slow), rendered once for every client that stands at the same
+    place; the subscription then stands where the client does."""
+    had = sub.positions[snap["job_id"]]
+
+    def build():
+        # None: this process's copy is behind what the client has; nothing to add yet.
+        texts, reset, now = transcripts.missing(snap["_text"], had) or ({}, False, had)
+        return render(snap, had, texts, reset, now), now
+
+    rendered, sub.positions[snap["job_id"]] = once(snap, (render, had), build)
+    return rendered
 
 
 def follow(app, opening, snaps, emit, ping, ping_after, clock=time.monotonic, end="", positions=None,

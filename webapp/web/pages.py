@@ -14,7 +14,7 @@ from flask import (
 
 from webapp import ollama, output, queue, statuses
 from webapp.snapshots import snapshot_of, snapshots_of
-from webapp.web import csrf, live, sse, transcripts
+from webapp.web import csrf, live, sse
 from webapp.web.access import get_job_or_404, limit_rate
 from webapp.web.events import event_id, text_event, text_events
 from webapp.web.validation import InvalidInput, generation_request, whole_numbers
@@ -184,15 +184,13 @@ def _text_position(job_ids):
 def _emit(snap, sub):
     """A change: the card, then (on a job page) the text the page lacks."""
     card = _card_event(snap)
-    had = sub.positions.get(snap["job_id"])
-    if had is None:
+    if snap["job_id"] not in sub.positions:
         return card
-    frames = snap.setdefault("_frames", {})
-    if ("page-text", had) not in frames:
-        missing = transcripts.missing(snap["_text"], had) or ({}, False, had)
-        frames[("page-text", had)] = _text_events(snap, *missing), missing[2]
-    rendered, sub.positions[snap["job_id"]] = frames[("page-text", had)]
-    return card + rendered
+    return card + live.text_for(snap, sub, _page_text)
+
+
+def _page_text(snap, _had, texts, reset, now):
+    return _text_events(snap, texts, reset, now)
 
 
 def _text_events(snap, texts, reset, now):

@@ -3,7 +3,7 @@ from flask import Blueprint, current_app, request
 
 from webapp import statuses
 from webapp.output import KINDS
-from webapp.web import live, sse, transcripts
+from webapp.web import live, sse
 from webapp.web.access import no_such_job
 from webapp.web.events import event_id, job_event, text_events
 from webapp.web.validation import include_output, whole_numbers
@@ -48,18 +48,8 @@ def json_event(snap):
 
 
 def emit_with_text(snap, sub):
-    """A change, for a client that is sent the text: what it lacks of the snapshot's text (all
-    it missed, if it was slow), with the job's event. Clients that stand at the same place (all
-    but the slow ones) share one rendering."""
-    had = sub.positions[snap["job_id"]]
-    frames = snap.setdefault("_frames", {})
-    if ("text", had) not in frames:
-        missing = transcripts.missing(snap["_text"], had)
-        # None: this process's copy is behind what the client has; nothing to add yet.
-        texts, reset, now = missing or ({}, False, had)
-        frames[("text", had)] = with_text_events(snap, had, texts, reset, now), now
-    rendered, sub.positions[snap["job_id"]] = frames[("text", had)]
-    return rendered
+    """A change, for a client that is sent the text: the job's event and the text it lacks."""
+    return live.text_for(snap, sub, with_text_events)
 
 
 def with_text_events(snap, had, texts, reset, now, skip_progress=False):
