@@ -35,11 +35,16 @@ class Job(db.Model):
         sa.Index("ix_jobs_claim", "status", "run_after", "id"),
         sa.Index("ix_jobs_lease", "status", "lease_until"),
         sa.Index("ix_jobs_model_done", "model", "status", "completed_at"),
+        # An owner's list, newest first; and each owner's line in the queue (fair turns).
+        sa.Index("ix_jobs_owner", "owner", "id"),
+        sa.Index("ix_jobs_turns", "status", "owner", "id"),
         {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},
     )
 
     id: so.Mapped[int] = so.mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: so.Mapped[str] = so.mapped_column(PublicId, unique=True, default=new_job_id)
+    # Who made it (`webapp.owners`): a browser session, an API key, or the open API's anonymous.
+    owner: so.Mapped[str] = so.mapped_column(sa.String(80), default="anonymous", server_default="anonymous")
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default=statuses.QUEUED)
     phase: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     prompt: so.Mapped[str] = so.mapped_column(LongText)
@@ -132,3 +137,17 @@ class RateWindow(db.Model):
     key: so.Mapped[str] = so.mapped_column(sa.String(100), primary_key=True)
     window: so.Mapped[datetime] = so.mapped_column(Timestamp, primary_key=True)  # the minute it counts
     hits: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+
+
+class ApiKey(db.Model):
+    """A named key for the JSON API. Only the SHA-256 of the secret is kept: the secret is 256
+    random bits, so a fast hash is as safe as a slow one, and a lookup is one indexed read."""
+    __tablename__ = "ai_api_keys"
+    __table_args__ = ({"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},)
+
+    id: so.Mapped[int] = so.mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
+    secret_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    # The secret's first characters, which `flask keys list` shows to tell keys apart.
+    hint: so.Mapped[str] = so.mapped_column(sa.String(12))
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)

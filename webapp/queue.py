@@ -4,7 +4,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 
-from webapp import statuses
+from webapp import owners, statuses, turns
 from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.models import Job, new_job_id, utcnow
@@ -27,11 +27,11 @@ def _update(where, then=None, **values):
     return result.rowcount
 
 
-def enqueue(prompt, model, system=None, options=None):
+def enqueue(prompt, model, system=None, options=None, owner=owners.ANONYMOUS):
     """A new queued job. Its ids stay readable after the commit without a query: reading them
     back could fail on a database blink, and a client told 503 would send the job again."""
-    job = Job(job_id=new_job_id(), prompt=prompt, model=model, system=system, options=options or {},
-              status=statuses.QUEUED, prompt_kind=prompt_kind(prompt, system))
+    job = Job(job_id=new_job_id(), owner=owner, prompt=prompt, model=model, system=system,
+              options=options or {}, status=statuses.QUEUED, prompt_kind=prompt_kind(prompt, system))
     db.session.add(job)
     db.session.flush()
     ids = {"id": job.id, "job_id": job.job_id}
@@ -49,8 +49,28 @@ def get(job_id):
     return db.session.execute(query).scalar_one_or_none()
 
 
-def recent(limit=20):
-    return list(db.session.scalars(sa.select(Job).order_by(Job.id.desc()).limit(limit)))
+def recent(owner, limit=20):
+    """This owner's newest jobs."""
+    query = sa.select(Job).where(Job.owner == owner).order_by(Job.id.desc()).limit(limit)
+    return list(db.session.scalars(query))
+
+
+def owned(owner_names, limit, after=None, status=None, model=None):
+    """These owners' jobs, newest first: `limit` of them, older than the job `after` (a pk)."""
+    query = sa.select(Job).where(Job.owner.in_(list(owner_names))).order_by(Job.id.desc()).limit(limit)
+    if after is not None:
+        query = query.where(Job.id < after)
+    if status:
+        query = query.where(Job.status == status)
+    if model:
+        query = query.where(Job.model == model)
+    return list(db.session.scalars(query))
+
+
+def queued_count(owner, cap):
+    """How many jobs this owner has queued, counted up to `cap` (enough to refuse one more)."""
+    mine = sa.select(Job.id).where(Job.status == statuses.QUEUED, Job.owner == owner).limit(cap)
+    return db.session.scalar(sa.select(sa.func.count()).select_from(mine.subquery()))
 
 
 def get_many(job_ids):
@@ -60,29 +80,17 @@ def get_many(job_ids):
     return list(db.session.scalars(query))
 
 
-def queue_positions(queued_pks):
-    """{pk: place in line} for these queued jobs, in one read (1 = the next to be claimed):
-    ahead of a job are the queued ones with a smaller id."""
-    if not queued_pks:
-        return {}
-    ahead = sa.alias(Job.__table__)
-    count = (sa.select(sa.func.count()).select_from(ahead)
-             .where(ahead.c.status == statuses.QUEUED, ahead.c.id < Job.id).scalar_subquery())
-    result = db.session.execute(sa.select(Job.id, count).where(Job.id.in_(queued_pks)))
-    return {pk: ahead_count + 1 for pk, ahead_count in result}
+def queue_positions(queued_jobs):
+    """{pk: expected place in line} for these queued jobs (1 = the next to be claimed)."""
+    return turns.places(queued_jobs)
 
 
 def claim(worker_id, lease_seconds):
-    """Take the oldest runnable queued job for `worker_id`, or None. Safe under many claimers."""
+    """Take the runnable queued job whose turn it is (`turns`) for `worker_id`, or None. Safe
+    under many claimers."""
     now = utcnow()
-    candidates = (sa.select(Job.id)
-                  .where(Job.status == statuses.QUEUED, Job.run_after <= now, Job.cancel_requested.is_(False))
-                  .order_by(Job.id).limit(1))
-    if db.engine.dialect.name in ("mysql", "mariadb"):
-        # Row locks: concurrent claimers skip each other's candidate instead of waiting on it.
-        candidates = candidates.with_for_update(skip_locked=True)
     for _ in range(5):
-        job_pk = db.session.execute(candidates).scalar_one_or_none()
+        job_pk = turns.next_job(now)
         if job_pk is None:
             db.session.commit()
             return None

@@ -77,7 +77,7 @@ def since_submit(job):
 def snapshots_of(rows):
     """Snapshots with the queue places and the queued jobs' estimates filled in (one more read,
     only if any is queued; what the estimates learn from is kept a few seconds per process)."""
-    positions = queue.queue_positions([job.id for job in rows if job.status == statuses.QUEUED])
+    positions = queue.queue_positions([job for job in rows if job.status == statuses.QUEUED])
     snaps = [snapshot(job, positions.get(job.id)) for job in rows]
     runs = {}  # one estimate of a run per model, kind and limit, however many jobs share them
     for job, snap in zip(rows, snaps, strict=True):

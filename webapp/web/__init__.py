@@ -3,7 +3,7 @@ security headers and the per-process watcher. Only the web process imports this 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import create_app as create_core_app
-from webapp.web import api, cookies, errors, limits, pages, security, streams, templating, watch
+from webapp.web import api, cookies, errors, limits, origins, pages, security, streams, templating, watch
 
 
 def create_app(config=None):
@@ -17,6 +17,7 @@ def create_app(config=None):
     templating.register(app)
     cookies.register(app)
     limits.register(app)
+    origins.register(app)
     watch.init_app(app)
     # Flask adds its static route before any setting is read: PROVIDE_AUTOMATIC_OPTIONS missed it.
     for rule in app.url_map.iter_rules("static"):

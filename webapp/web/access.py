@@ -1,16 +1,20 @@
-"""Who may do what, for every route: the job lookup that 404s, the API token, the rate limit.
-Each aborts with the right HTTP error; `errors` turns it into JSON or a page."""
-import functools
-import hmac
+"""Who may do what, for every route: who the caller is (a browser session, an API key, the open
+API's anonymous caller), the job lookups that 404 for anyone it is not theirs to see or touch,
+the rate limit and the queue cap. Each aborts with the right HTTP error; `errors` turns it into
+JSON or a page."""
+import secrets
 
-from flask import current_app, request
+from flask import current_app, request, session
 from werkzeug.exceptions import NotFound, TooManyRequests, Unauthorized
 
-from webapp import queue, ratelimits
+from webapp import keys, owners, queue, ratelimits
+
+SESSION_OWNER = "owner"
 
 
 def no_such_job(job_id):
-    """The one 404 for a job id that names no job (JSON or a page, as the caller wants)."""
+    """The one 404 for a job id that names no job, or none of the caller's: the same answer,
+    so an id that is not yours is not confirmed to exist."""
     return NotFound(f"No job with id '{job_id[:64]}'.")
 
 
@@ -22,24 +26,92 @@ def get_job_or_404(job_id):
     return job
 
 
-def token_required(view):
-    """When API_TOKEN is set, the view needs `Authorization: Bearer <API_TOKEN>` (else 401)."""
-    @functools.wraps(view)
-    def checked(*args, **kwargs):
-        expected = current_app.config["API_TOKEN"]
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        given = token.strip().encode()
-        if expected and not (scheme.lower() == "bearer" and hmac.compare_digest(given, expected.encode())):
-            raise Unauthorized("Missing or wrong token: send 'Authorization: Bearer <API_TOKEN>'.",
-                               www_authenticate=['Bearer realm="livegen"'])
-        return view(*args, **kwargs)
-    return checked
+def readable_job_or_404(job_id):
+    """The job, for reading: anyone with its link may, unless PRIVATE_JOBS makes reads owner-only."""
+    job = get_job_or_404(job_id)
+    if not may_read(job):
+        raise no_such_job(job_id)
+    return job
 
 
-def limit_rate():
-    """Count a new job for this client address (in the database: every process shares it); 429 with
-    Retry-After when over the limit."""
-    wait = ratelimits.hit(request.remote_addr or "unknown", current_app.config["RATE_LIMIT_PER_MINUTE"])
+def own_job_or_404(job_id, owner):
+    """The job, for changing it: only its owner may."""
+    job = get_job_or_404(job_id)
+    if job.owner != owner:
+        raise no_such_job(job_id)
+    return job
+
+
+def may_read(job):
+    return not current_app.config["PRIVATE_JOBS"] or job.owner in readers()
+
+
+def browser_owner(create=False):
+    """This browser's owner name, from its signed session cookie (made on first visit), or None."""
+    token = session.get(SESSION_OWNER)
+    if token is None and create:
+        token = session[SESSION_OWNER] = secrets.token_urlsafe(18)
+    return owners.browser(token) if token else None
+
+
+def api_owner():
+    """The owner an API call acts as: its key's; without a key, the open API's anonymous caller,
+    but only while no key exists (then 401)."""
+    secret = _bearer()
+    if secret is not None:
+        return _key_owner(secret)
+    if keys.any_exist(current_app.config["API_TOKEN"]):
+        raise _unauthorized("This API needs a key: send 'Authorization: Bearer <key>'.")
+    return owners.ANONYMOUS
+
+
+def readers():
+    """Every owner the request speaks for when it reads: its browser session, and its key (or,
+    with none while the API is open, the anonymous caller)."""
+    names = {browser_owner()} - {None}
+    secret = _bearer()
+    if secret is not None:
+        names.add(_key_owner(secret))
+    elif not keys.any_exist(current_app.config["API_TOKEN"]):
+        names.add(owners.ANONYMOUS)
+    return names
+
+
+def _bearer():
+    """The key an `Authorization: Bearer <key>` header carries, None without the header; 401
+    for any other form of it."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, secret = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise _unauthorized("Send the key as 'Authorization: Bearer <key>'.")
+    return secret.strip()
+
+
+def _key_owner(secret):
+    if keys.matches_token(secret, current_app.config["API_TOKEN"]):
+        return owners.TOKEN
+    key = keys.find(secret)
+    if key is None:
+        raise _unauthorized("This key is not valid (revoked, or never made): send 'Authorization: Bearer <key>' "
+                            "with a current key.")
+    return owners.key(key.id)
+
+
+def _unauthorized(message):
+    return Unauthorized(message, www_authenticate=['Bearer realm="livegen"'])
+
+
+def admit(owner):
+    """Before a new job: the rate limit, then the owner's cap on queued jobs (429 for either).
+    A key is counted as itself; a browser or the open API by its address, since a new session
+    costs nothing."""
+    counted = owner if owners.is_key(owner) else f"addr:{request.remote_addr or 'unknown'}"
+    wait = ratelimits.hit(counted, current_app.config["RATE_LIMIT_PER_MINUTE"])
     if wait:
-        raise TooManyRequests(f"Too many new jobs from this address; try again in {wait} s.",
-                              retry_after=wait)
+        raise TooManyRequests(f"Too many new jobs; try again in {wait} s.", retry_after=wait)
+    cap = current_app.config["MAX_QUEUED_PER_OWNER"]
+    if cap > 0 and queue.queued_count(owner, cap) >= cap:
+        raise TooManyRequests(f"You have {cap} jobs waiting in the queue, the most allowed "
+                              "(MAX_QUEUED_PER_OWNER): wait for some to start, or cancel some.")

@@ -5,9 +5,9 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
 from webapp import output, queue, statuses
-from webapp.snapshots import snapshot_of
-from webapp.web.access import get_job_or_404, limit_rate, token_required
-from webapp.web.validation import generation_request, include_output
+from webapp.snapshots import snapshot_of, snapshots_of
+from webapp.web.access import admit, api_owner, own_job_or_404, readable_job_or_404
+from webapp.web.validation import InvalidInput, generation_request, include_output, list_filters
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/ai/generation")
 
@@ -34,11 +34,11 @@ def links(job_id):
 
 
 @bp.post("")
-@token_required
 def create():
-    limit_rate()
+    owner = api_owner()
     fields = generation_request(read_json(), current_app.config["DEFAULT_MODEL"])
-    job = queue.enqueue(**fields)
+    admit(owner)
+    job = queue.enqueue(**fields, owner=owner)
     response = jsonify(success=True, job_id=job.job_id, status=statuses.QUEUED, links=links(job.job_id))
     response.status_code = 202
     response.headers["Location"] = url_for("api.status", job_id=job.job_id)
@@ -49,7 +49,7 @@ def create():
 def status(job_id):
     """The job; with `?include=output`, its text so far (and its thinking) too."""
     with_text = include_output()
-    job = get_job_or_404(job_id)
+    job = readable_job_or_404(job_id)
     snap = snapshot_of(job)
     if with_text:
         texts = output.text_of(job)
@@ -57,10 +57,28 @@ def status(job_id):
     return jsonify(success=True, job=snap)
 
 
+@bp.get("")
+def listing():
+    """The caller's own jobs, newest first, a page at a time: `next` is the `after` of the next
+    page (null on the last). Each job as its status shows it, without the result."""
+    owner = api_owner()
+    filters = list_filters(request.args)
+    after = filters.pop("after")
+    if after is not None:
+        cursor = queue.get(after)
+        if cursor is None or cursor.owner != owner:
+            raise InvalidInput("after", "must be the id of one of your jobs (the 'next' of the previous page)")
+        after = cursor.id
+    rows = queue.owned([owner], after=after, **filters)
+    jobs = [{key: value for key, value in snap.items() if key != "result"} for snap in snapshots_of(rows)]
+    following = jobs[-1]["job_id"] if len(jobs) == filters["limit"] else None
+    next_link = url_for("api.listing", **{**request.args, "after": following}) if following else None
+    return jsonify(success=True, jobs=jobs, next=following, links={"next": next_link})
+
+
 @bp.post("/<job_id>/cancel")
-@token_required
 def cancel(job_id):
-    job = get_job_or_404(job_id)
+    job = own_job_or_404(job_id, api_owner())
     outcome = queue.request_cancel(job)
     if outcome is None:
         raise Conflict(f"The job has already ended ({queue.get(job_id).status}); there is nothing to cancel.")

@@ -15,7 +15,7 @@ from flask import (
 from webapp import ollama, output, queue, statuses
 from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web import csrf, live, sse
-from webapp.web.access import get_job_or_404, limit_rate
+from webapp.web.access import admit, browser_owner, may_read, own_job_or_404, readable_job_or_404
 from webapp.web.events import event_id, text_event, text_events
 from webapp.web.validation import InvalidInput, generation_request, whole_numbers
 
@@ -45,7 +45,9 @@ def with_tails(rows):
 
 
 def recent_cards():
-    return with_tails(queue.recent(10))
+    """This browser's newest jobs (none of anyone else's)."""
+    owner = browser_owner(create=True)
+    return with_tails(queue.recent(owner, 10))
 
 
 def index_page(error=None, form=None):
@@ -66,7 +68,7 @@ def index():
 @bp.post("/jobs")
 def create():
     csrf.check()
-    limit_rate()
+    owner = browser_owner(create=True)
     form = {key: request.form.get(key, "").strip() for key in ("prompt", "model", "num_predict")}
     try:
         fields = generation_request(_as_request(form), current_app.config["DEFAULT_MODEL"])
@@ -74,7 +76,8 @@ def create():
         if request.headers.get("HX-Request"):  # htmx swaps 2xx only: show the form with its error
             return index_page(str(error), form), 200, {"HX-Retarget": "body", "HX-Reswap": "innerHTML"}
         return index_page(str(error), form), 400
-    job = queue.enqueue(**fields)
+    admit(owner)
+    job = queue.enqueue(**fields, owner=owner)
     if request.headers.get("HX-Request"):
         return render_template("_live.html", cards=recent_cards())
     return redirect(url_for("pages.job", job_id=job.job_id), 303)
@@ -100,12 +103,13 @@ def with_text(job):
 
 @bp.get("/jobs/<job_id>")
 def job(job_id):
-    return render_template("job.html", job=with_text(get_job_or_404(job_id)))
+    job = readable_job_or_404(job_id)
+    return render_template("job.html", job=with_text(job), mine=job.owner == browser_owner())
 
 
 @bp.get("/jobs/<job_id>/card")
 def card(job_id):
-    snap = with_tails([get_job_or_404(job_id)])[0]
+    snap = with_tails([readable_job_or_404(job_id)])[0]
     code = STOP_POLLING if snap["status"] in statuses.ENDED else 200
     # The version travels in a header too: the page refuses a poll older than the card it has.
     return render_template("_card.html", job=snap), code, {"X-Job-Version": str(snap["version"])}
@@ -113,7 +117,7 @@ def card(job_id):
 
 @bp.get("/jobs/<job_id>/result")
 def result(job_id):
-    return render_template("_result.html", job=with_text(get_job_or_404(job_id)))
+    return render_template("_result.html", job=with_text(readable_job_or_404(job_id)))
 
 
 @bp.get("/jobs/<job_id>/output")
@@ -121,7 +125,7 @@ def output_since(job_id):
     """The text a page lacks, when its stream is blocked: `?attempt=&from=&thinking_from=` say
     what it has. JSON, the same pieces the stream's `output-<id>` and `thinking-<id>` carry."""
     position = tuple(_whole(name) for name in ("attempt", "from", "thinking_from"))
-    snap = live.read_snapshots([job_id], {job_id: position})[job_id]
+    snap = live.read_snapshots([job_id], {job_id: position}, readable=may_read)[job_id]
     if snap is None:
         abort(404, "No such job.")
     texts, reset, now = snap["_opening"]
@@ -140,7 +144,7 @@ def _whole(name):
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id):
     csrf.check()
-    queue.request_cancel(get_job_or_404(job_id))
+    queue.request_cancel(own_job_or_404(job_id, browser_owner()))
     if request.headers.get("HX-Request"):
         return render_template("_card.html", job=with_tails([queue.get(job_id)])[0])
     return redirect(url_for("pages.job", job_id=job_id), 303)
@@ -154,7 +158,8 @@ def stream_cards():
     `output-<id>` and `thinking-<id>` that the page's script appends."""
     job_ids = [j for j in request.args.get("jobs", "").split(",") if j][:MAX_STREAMED_JOBS]
     positions = _text_position(job_ids)
-    snaps = [snap for snap in live.read_snapshots(dict.fromkeys(job_ids), positions, tails=True).values()
+    found = live.read_snapshots(dict.fromkeys(job_ids), positions, tails=True, readable=may_read)
+    snaps = [snap for snap in found.values()
              if snap]
     if not snaps:
         abort(404, "None of these jobs exist.")

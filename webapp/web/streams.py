@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, request
 from webapp import statuses
 from webapp.output import KINDS
 from webapp.web import live, sse
-from webapp.web.access import no_such_job
+from webapp.web.access import may_read, no_such_job
 from webapp.web.events import event_id, job_event, text_events
 from webapp.web.validation import include_output, whole_numbers
 
@@ -15,7 +15,7 @@ bp = Blueprint("streams", __name__, url_prefix="/api/v1/ai/generation")
 def progress(job_id):
     with_text = include_output()
     version, position = parse_event_id(request.headers.get("Last-Event-ID", ""))
-    snap = live.read_snapshots([job_id], {job_id: position} if with_text else None)[job_id]
+    snap = live.read_snapshots([job_id], {job_id: position} if with_text else None, readable=may_read)[job_id]
     if snap is None:
         raise no_such_job(job_id)
     # A reconnect that already has this version gets no repeat (unless it is the final one).

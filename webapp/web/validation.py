@@ -4,6 +4,8 @@ from numbers import Real
 
 from flask import request
 
+from webapp import statuses
+
 MAX_PROMPT = 32_000
 FIELDS = ("prompt", "model", "system", "options")
 # Ollama model names: [namespace/]name[:tag], letters, digits, and . _ - (at most 200 chars).
@@ -121,3 +123,24 @@ def include_output():
     if unknown:
         raise InvalidInput("include", f"can only be {', '.join(INCLUDES)}, not {unknown[0]!r}")
     return "output" in asked
+
+
+MAX_LIST = 100
+
+
+def list_filters(args, default_limit=20):
+    """A list request's query: `limit` (1 to 100), `after` (a job id from the previous page),
+    `status` and `model`. Raises InvalidInput."""
+    unknown = sorted(set(args) - {"limit", "after", "status", "model"})
+    if unknown:
+        raise InvalidInput(unknown[0], "is not a list parameter; use limit, after, status, model")
+    limit = whole_numbers(args.get("limit", str(default_limit)), 1)
+    if limit is None or not 1 <= limit[0] <= MAX_LIST:
+        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_LIST}")
+    status = args.get("status") or None
+    if status is not None and status not in statuses.ALL:
+        raise InvalidInput("status", f"must be one of {', '.join(statuses.ALL)}")
+    model = args.get("model") or None
+    if model is not None and (len(model) > 200 or not MODEL_NAME.fullmatch(model)):
+        raise InvalidInput("model", "must be an Ollama model name such as 'llama3.2'")
+    return {"limit": limit[0], "after": args.get("after") or None, "status": status, "model": model}

@@ -1,0 +1,22 @@
+"""Who owns a job, as the `owner` column names it: a browser session, an API key, the
+API_TOKEN, or (while the API is open, with no key at all) the one anonymous API caller."""
+import hashlib
+
+ANONYMOUS = "anonymous"
+TOKEN = "token"  # API_TOKEN: one key, for simple deployments
+
+
+def browser(session_token):
+    """A browser's owner name. Only a hash of the session's token is stored: the rows do not
+    hold what a cookie would need (and the cookie is signed besides)."""
+    return "browser:" + hashlib.sha256(session_token.encode()).hexdigest()[:40]
+
+
+def key(key_id):
+    return f"key:{key_id}"
+
+
+def is_key(owner):
+    """Made with an API key (or API_TOKEN): an identity that costs something to get, unlike a
+    browser session or the open API, which anyone can start afresh."""
+    return owner == TOKEN or owner.startswith("key:")
