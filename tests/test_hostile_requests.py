@@ -136,7 +136,7 @@ def test_oversized_header_is_json_431_naming_it(server):
 
 
 @pytest.mark.parametrize(("path", "allowed"), [
-    (API, {"POST"}),
+    (API, {"GET", "HEAD", "POST"}),  # the caller's list, and create
     (f"{API}/a/status", {"GET", "HEAD"}),
     (f"{API}/a/cancel", {"POST"}),
     (f"{API}/a/progress", {"GET", "HEAD"}),
