@@ -20,7 +20,8 @@ def make_app(url, **overrides):
     return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **overrides})
 
 
-DROP_ALL = "DROP TABLE IF EXISTS ai_api_keys, ai_rate_windows, ai_generation_output, ai_generation_jobs, alembic_version"
+DROP_ALL = ("DROP TABLE IF EXISTS ai_api_keys, ai_rate_windows, ai_generation_output, ai_generation_jobs, "
+            "alembic_version")
 
 
 def run_sql(url, statement):

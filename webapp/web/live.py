@@ -15,9 +15,9 @@ HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
 def read_snapshots(job_ids, positions=None, tails=False, readable=None):
     """Snapshots of these jobs (None for unknown ones, and for those `readable(job)` refuses),
-    read before the first byte; the pooled connection goes back at once. For each job in `positions` (what the client has of its text,
-    or None), the snapshot also carries the text the client lacks, as `_opening`; with `tails`,
-    the last lines of each job's text, as cards show them."""
+    read before the first byte; the pooled connection goes back at once. For each job in
+    `positions` (what the client has of its text, or None), the snapshot also carries the text
+    the client lacks, as `_opening`; with `tails`, the last lines of each job's text."""
     try:
         rows = [job for job in queue.get_many(job_ids) if readable is None or readable(job)]
         found = {snap["job_id"]: snap for snap in snapshots_of(rows)}
