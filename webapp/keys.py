@@ -38,7 +38,7 @@ def listed():
 
 def revoke(name):
     """Delete the key: its secret stops working at once. False when there is no such key."""
-    deleted = db.session.execute(sa.delete(ApiKey).where(ApiKey.name == name)).rowcount
+    deleted = db.session.execute(sa.delete(ApiKey).where(ApiKey.name == name.strip())).rowcount
     db.session.commit()
     return bool(deleted)
 
