@@ -23,7 +23,7 @@ def from_this_site():
 
 def refuse_cross_origin():
     if request.method not in SAFE_METHODS and not from_this_site():
-        abort(403, "This request came from another site; it can change nothing here.")
+        abort(403, "This request came from a page on another origin (site or port); it can change nothing here.")
 
 
 def register(app):
