@@ -21,7 +21,7 @@ def make_app(url, **overrides):
 
 
 DROP_ALL = ("DROP TABLE IF EXISTS ai_api_keys, ai_rate_windows, ai_generation_output, ai_generation_jobs, "
-            "alembic_version")
+            "ai_generation_batches, alembic_version")
 
 
 def run_sql(url, statement):
@@ -79,6 +79,7 @@ def database_url(request, backend, tmp_path, sqlite_template):
     if backend == "mysql":
         url = request.getfixturevalue("mysql_url")
         run_sql(url, "DELETE FROM ai_generation_jobs")
+        run_sql(url, "DELETE FROM ai_generation_batches")
         run_sql(url, "DELETE FROM ai_rate_windows")
         run_sql(url, "DELETE FROM ai_api_keys")
         return url

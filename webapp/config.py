@@ -122,6 +122,8 @@ def from_env(env, instance_path):
         "OLLAMA_READ_TIMEOUT": _float(env, "OLLAMA_READ_TIMEOUT", 300),
         # A prompt may be 32,000 characters; JSON escapes can make that ~6x in bytes.
         "MAX_CONTENT_LENGTH": 1024 * 1024,
+        # A batch's items (up to 10,000 prompts), as JSON, JSONL or CSV.
+        "MAX_BATCH_BYTES": _int(env, "MAX_BATCH_BYTES", 16 * 1024 * 1024),
         # Seconds a request body may stop arriving before the request is dropped (408).
         "REQUEST_BODY_TIMEOUT": _float(env, "REQUEST_BODY_TIMEOUT", 10),
         # Flask answers OPTIONS with an empty 200 page on every route; without CORS there is

@@ -231,3 +231,23 @@ def queued_left(run, place, slots, per_slot):
     if run is None or not per_slot:
         return run
     return run.plus(*(place * seconds / max(slots, 1) for seconds in per_slot))
+
+
+def batch_left(queued, running, per_item):
+    """Time left for a batch: its queued items at the pace of the slots serving it now (at least
+    one), plus what is left of those running (half an item each, on average). `per_item` is an
+    item's time in seconds as (median, low, high)."""
+    slots = max(running, 1)
+    rounds = queued / slots + (0.5 if running else 0.0)
+    return Estimate(*(ms(rounds * seconds) for seconds in per_item))
+
+
+def batch_item_time(own_mean, pace):
+    """An item's time (s) as (median, low, high): the batch's own mean once it has one, spread as
+    this server's jobs spread (`pace`: its median, 20th and 80th percentile); else the pace."""
+    if pace is None:
+        return None if own_mean is None else (own_mean, own_mean, own_mean)
+    if own_mean is None:
+        return pace
+    median_took = pace[0] or 1.0
+    return own_mean, own_mean * pace[1] / median_took, own_mean * pace[2] / median_took

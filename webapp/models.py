@@ -38,6 +38,8 @@ class Job(db.Model):
         # An owner's list, newest first; and each owner's line in the queue (fair turns).
         sa.Index("ix_jobs_owner", "owner", "id"),
         sa.Index("ix_jobs_turns", "status", "owner", "id"),
+        sa.Index("ix_jobs_batch_items", "batch_pk", "batch_index"),
+        sa.Index("ix_jobs_batch_log", "batch_pk", "batch_seq"),
         {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},
     )
 
@@ -45,6 +47,12 @@ class Job(db.Model):
     job_id: so.Mapped[str] = so.mapped_column(PublicId, unique=True, default=new_job_id)
     # Who made it (`webapp.owners`): a browser session, an API key, or the open API's anonymous.
     owner: so.Mapped[str] = so.mapped_column(sa.String(80), default="anonymous", server_default="anonymous")
+    # A batch's item: its batch, its place in it (from 0), and when it ended among the batch's
+    # items (the batch's log sequence, set in the transaction that ended it).
+    batch_pk: so.Mapped[int | None] = so.mapped_column(
+        BigId, sa.ForeignKey("ai_generation_batches.id", ondelete="CASCADE"))
+    batch_index: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    batch_seq: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default=statuses.QUEUED)
     phase: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     prompt: so.Mapped[str] = so.mapped_column(LongText)
@@ -106,6 +114,40 @@ class Job(db.Model):
 
     def __repr__(self):
         return f"<Job {self.job_id} {self.status} v{self.version}>"
+
+
+class Batch(db.Model):
+    """Many prompts as one piece of work. Its items are jobs; its counters are kept as items end,
+    in the item's own transaction, so reading a batch costs the same at 10 items or 10,000."""
+    __tablename__ = "ai_generation_batches"
+    __table_args__ = (
+        sa.Index("ix_batches_owner", "owner", "id"),
+        {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},
+    )
+
+    id: so.Mapped[int] = so.mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: so.Mapped[str] = so.mapped_column(PublicId, unique=True, default=new_job_id)
+    owner: so.Mapped[str] = so.mapped_column(sa.String(80))
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=statuses.PROCESSING)  # then an ended one
+    model: so.Mapped[str] = so.mapped_column(sa.String(200))  # the default of its items
+    total: so.Mapped[int] = so.mapped_column(sa.Integer)
+    completed: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    failed: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    cancelled: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    tokens: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)  # output tokens of ended items
+    item_ms: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)  # their generation time, summed
+    # Every item's end takes the next number (the batch row's lock orders them): the log is read
+    # in this order, and a stream resumes from the last number it sent.
+    log_seq: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    cancel_requested: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
+    version: so.Mapped[int] = so.mapped_column(sa.Integer, default=1)
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    completed_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
+    last_update_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+
+    @property
+    def ended(self):
+        return self.completed + self.failed + self.cancelled
 
 
 class OutputPiece(db.Model):

@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp import owners, statuses, turns
+from webapp.batches import counters
 from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.models import Job, new_job_id, utcnow
@@ -17,12 +18,14 @@ def _bump(**values):
 
 def _update(where, then=None, **values):
     """One conditional UPDATE in its own short transaction; returns the number of rows changed.
-    `then` (a statement) runs in the same transaction, only if the UPDATE changed the row."""
+    `then` (a statement, or a list of them) runs in the same transaction, only if the UPDATE
+    changed the row."""
     statement = sa.update(Job).where(*where).values(**_bump(**values))
     # No ORM synchronisation: callers re-read what they need; it would cost a SELECT per write.
     result = db.session.execute(statement.execution_options(synchronize_session=False))
     if result.rowcount and then is not None:
-        db.session.execute(then)
+        for follow_up in then if isinstance(then, list) else [then]:
+            db.session.execute(follow_up)
     db.session.commit()
     return result.rowcount
 
@@ -68,8 +71,9 @@ def owned(owner_names, limit, after=None, status=None, model=None):
 
 
 def queued_count(owner, cap):
-    """How many jobs this owner has queued, counted up to `cap` (enough to refuse one more)."""
-    mine = sa.select(Job.id).where(Job.status == statuses.QUEUED, Job.owner == owner).limit(cap)
+    """How many single jobs (not batch items) this owner has queued, counted up to `cap`."""
+    mine = (sa.select(Job.id).where(Job.status == statuses.QUEUED, Job.owner == owner, Job.batch_pk.is_(None))
+            .limit(cap))
     return db.session.scalar(sa.select(sa.func.count()).select_from(mine.subquery()))
 
 
@@ -122,8 +126,9 @@ def heartbeat(job_pk, worker_id, lease_seconds, pieces=None, **fields):
 def finish(job_pk, worker_id, status, **fields):
     """Fenced final write: `completed`, `failed` or `cancelled`. A cancel that came after the
     generation finished does not stop it from being completed."""
-    return _update(_owned(job_pk, worker_id), status=status, completed_at=utcnow(), phase=None,
-                   worker_id=None, lease_until=None, output_latest=None, **fields) == 1
+    return _update(_owned(job_pk, worker_id), then=counters.item_ended(job_pk, status), status=status,
+                   completed_at=utcnow(), phase=None, worker_id=None, lease_until=None, output_latest=None,
+                   **fields) == 1
 
 
 # A job back in the queue starts its progress and its text over (and says why it is there).
@@ -155,8 +160,8 @@ def cancel_requested(job_pk):
 def request_cancel(job):
     """'cancelled' (a queued job, at once), 'requested' (a running job; the worker stops it),
     or None once the job has ended."""
-    if _update((Job.id == job.id, Job.status == statuses.QUEUED), status=statuses.CANCELLED,
-               completed_at=utcnow(), error_message="Cancelled before it started."):
+    if _update((Job.id == job.id, Job.status == statuses.QUEUED), then=counters.item_ended(job.id, statuses.CANCELLED),
+               status=statuses.CANCELLED, completed_at=utcnow(), error_message="Cancelled before it started."):
         return statuses.CANCELLED
     if _update((Job.id == job.id, Job.status == statuses.PROCESSING), cancel_requested=True):
         return "requested"
@@ -167,16 +172,23 @@ def recover_expired(max_attempts):
     """Sweep jobs whose worker stopped renewing its lease. Idempotent; returns rows changed."""
     now = utcnow()
     expired = (Job.status == statuses.PROCESSING, Job.lease_until < now)
-    changed = _update((*expired, Job.cancel_requested.is_(True)), status=statuses.CANCELLED,
-                      worker_id=None, lease_until=None, phase=None, completed_at=now,
-                      error_message="Cancelled.")
+    changed = _end_each((*expired, Job.cancel_requested.is_(True)), statuses.CANCELLED,
+                        worker_id=None, lease_until=None, phase=None, completed_at=now, error_message="Cancelled.")
     changed += _update((*expired, Job.attempts < max_attempts), **REQUEUED, run_after=now,
                        error_message="The worker running this job was lost; it was queued again.",
                        last_error="The worker running it was lost.")
     # A cancel that came while the job was being put back in the queue.
-    changed += _update((Job.status == statuses.QUEUED, Job.cancel_requested.is_(True)), status=statuses.CANCELLED,
-                       completed_at=now, error_message="Cancelled.")
-    changed += _update(expired, status=statuses.FAILED, worker_id=None, lease_until=None, phase=None,
-                       completed_at=now,
-                       error_message=f"The worker was lost {max_attempts} times; giving up.")
+    changed += _end_each((Job.status == statuses.QUEUED, Job.cancel_requested.is_(True)), statuses.CANCELLED,
+                         completed_at=now, error_message="Cancelled.")
+    changed += _end_each(expired, statuses.FAILED, worker_id=None, lease_until=None, phase=None, completed_at=now,
+                         error_message=f"The worker was lost {max_attempts} times; giving up.")
     return changed
+
+
+def _end_each(where, status, limit=500, **values):
+    """End the jobs `where` holds, one short transaction each, so a batch counts every end (the
+    sweep finds few: a lost worker's jobs). The next sweep takes any past `limit`."""
+    pks = db.session.scalars(sa.select(Job.id).where(*where).limit(limit)).all()
+    db.session.commit()
+    return sum(_update((Job.id == pk, *where), then=counters.item_ended(pk, status), status=status, **values)
+               for pk in pks)

@@ -3,7 +3,20 @@ security headers and the per-process watcher. Only the web process imports this 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import create_app as create_core_app
-from webapp.web import api, cookies, errors, limits, origins, pages, security, streams, templating, watch
+from webapp.web import (
+    api,
+    batch_api,
+    batch_stream,
+    cookies,
+    errors,
+    limits,
+    origins,
+    pages,
+    security,
+    streams,
+    templating,
+    watch,
+)
 
 
 def create_app(config=None):
@@ -29,6 +42,8 @@ def create_app(config=None):
 
 
 def register_blueprints(app):
+    app.register_blueprint(batch_api.bp)  # before api: /batches is not a job id
+    app.register_blueprint(batch_stream.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(streams.bp)
     app.register_blueprint(pages.bp)

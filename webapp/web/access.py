@@ -8,6 +8,7 @@ from flask import current_app, request, session
 from werkzeug.exceptions import NotFound, TooManyRequests, Unauthorized
 
 from webapp import keys, owners, queue, ratelimits
+from webapp.batches import store as batch_store
 
 SESSION_OWNER = "owner"
 
@@ -103,8 +104,9 @@ def _unauthorized(message):
     return Unauthorized(message, www_authenticate=['Bearer realm="livegen"'])
 
 
-def admit(owner):
-    """Before a new job: the rate limit, then the owner's cap on queued jobs (429 for either).
+def admit(owner, single=True):
+    """Before a new job (or batch: `single` False): the rate limit, then the owner's cap on queued
+    single jobs (429 for either; a batch's items have their own limit, MAX_ITEMS).
     A key is counted as itself; a browser or the open API by its address, since a new session
     costs nothing."""
     counted = owner if owners.is_key(owner) else f"addr:{request.remote_addr or 'unknown'}"
@@ -112,6 +114,21 @@ def admit(owner):
     if wait:
         raise TooManyRequests(f"Too many new jobs; try again in {wait} s.", retry_after=wait)
     cap = current_app.config["MAX_QUEUED_PER_OWNER"]
-    if cap > 0 and queue.queued_count(owner, cap) >= cap:
+    if single and cap > 0 and queue.queued_count(owner, cap) >= cap:
         raise TooManyRequests(f"You have {cap} jobs waiting in the queue, the most allowed "
                               "(MAX_QUEUED_PER_OWNER): wait for some to start, or cancel some.")
+
+
+def readable_batch_or_404(batch_id):
+    """The batch, for reading: as a job, anyone with its link, unless PRIVATE_JOBS."""
+    batch = batch_store.get(batch_id)
+    if batch is None or (current_app.config["PRIVATE_JOBS"] and batch.owner not in readers()):
+        raise NotFound(f"No batch with id '{batch_id[:64]}'.")
+    return batch
+
+
+def own_batch_or_404(batch_id, owner):
+    batch = batch_store.get(batch_id)
+    if batch is None or batch.owner != owner:
+        raise NotFound(f"No batch with id '{batch_id[:64]}'.")
+    return batch

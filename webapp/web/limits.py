@@ -10,6 +10,7 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeou
 MAX_REQUEST_LINE = 4094
 MAX_HEADER_FIELD = 8190
 READ_STEP = 64 * 1024
+BATCH_PATHS = ("/api/v1/ai/generation/batches", "/batches")  # where a batch is created: many prompts
 
 
 class GuardedInput:
@@ -42,7 +43,7 @@ class GuardedInput:
     def _counted(self, data):
         self.received += len(data)
         if self.limit is not None and (self.received > self.limit or self._goes_on(data)):
-            raise RequestEntityTooLarge()
+            raise RequestEntityTooLarge(f"The request body is too large; the limit is {self.limit // 2**20} MB.")
         return data
 
     def _goes_on(self, data):
@@ -84,15 +85,17 @@ class GuardedInput:
 class GuardBodies:
     """WSGI middleware: every request body is read through a GuardedInput."""
 
-    def __init__(self, wsgi_app, limit, timeout):
+    def __init__(self, wsgi_app, limit, timeout, larger=None):
         self.wsgi_app, self.limit = wsgi_app, limit
+        self.larger = larger or {}  # {path: limit} for the routes that take more (a batch's items)
         # 0 turns the timeout off: settimeout(0) would make every read non-blocking instead.
         self.timeout = timeout if timeout and timeout > 0 else None
 
     def __call__(self, environ, start_response):
         sock = environ.get("gunicorn.socket")  # absent outside gunicorn (the test client)
         sock = sock if isinstance(sock, socket.socket) else None
-        environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], self.limit, sock, self.timeout)
+        limit = self.larger.get(environ.get("PATH_INFO"), self.limit)
+        environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], limit, sock, self.timeout)
         return self.wsgi_app(environ, start_response)
 
 
@@ -111,7 +114,8 @@ def check_header_fields():
 
 
 def register(app):
+    larger = dict.fromkeys(BATCH_PATHS, app.config["MAX_BATCH_BYTES"])
     app.wsgi_app = GuardBodies(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"],
-                               app.config["REQUEST_BODY_TIMEOUT"])
+                               app.config["REQUEST_BODY_TIMEOUT"], larger)
     app.before_request(check_request_line)
     app.before_request(check_header_fields)

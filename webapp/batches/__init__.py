@@ -1,0 +1,1 @@
+"""Batches: many prompts as one piece of work, its items ordinary jobs of the queue."""

@@ -1,0 +1,36 @@
+"""A batch's counters, kept as its items end: the statements that go into the transaction that
+ends an item, so the counters always agree with the items."""
+import sqlalchemy as sa
+
+from webapp import statuses
+from webapp.models import Batch, Job, utcnow
+
+
+def bump(**values):
+    return {"version": Batch.version + 1, "last_update_at": utcnow(), **values}
+
+
+def item_ended(job_pk, status):
+    """The statements that count an item's end in its batch, to run in the transaction that
+    ended it (for a job outside any batch they change nothing). The batch row's lock orders
+    concurrent ends, so each item's log number is given in commit order."""
+    batch_of = sa.select(Job.batch_pk).where(Job.id == job_pk).scalar_subquery()
+
+    def own(column):
+        return sa.select(sa.func.coalesce(column, 0)).where(Job.id == job_pk).scalar_subquery()
+
+    count = (sa.update(Batch).where(Batch.id == batch_of)
+             .values(bump(**{status: getattr(Batch, status) + 1}, log_seq=Batch.log_seq + 1,
+                           tokens=Batch.tokens + own(Job.current_tokens),
+                           item_ms=Batch.item_ms + own(Job.elapsed_time))))
+    number = (sa.update(Job).where(Job.id == job_pk, Job.batch_pk.is_not(None))
+              .values(batch_seq=sa.select(Batch.log_seq).where(Batch.id == Job.batch_pk).scalar_subquery()))
+    return [count, number, close(Batch.id == batch_of)]
+
+
+def close(which):
+    """The batch ends once every item has: `cancelled` if a cancel was asked, else `completed`."""
+    done = Batch.completed + Batch.failed + Batch.cancelled >= Batch.total
+    ending = sa.case((Batch.cancel_requested.is_(True), statuses.CANCELLED), else_=statuses.COMPLETED)
+    return (sa.update(Batch).where(which, done, Batch.status == statuses.PROCESSING)
+            .values(bump(status=ending, completed_at=utcnow())))
