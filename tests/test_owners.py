@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from webapp import keys, owners, queue, ratelimits, statuses
 from webapp.extensions import db
-from webapp.models import ApiKey, Job, new_job_id, utcnow
+from webapp.models import ApiKey, Batch, Job, new_job_id, utcnow
 
 from helpers import both_backends, row
 
@@ -356,8 +356,10 @@ def post_rules(app):
     return rules
 
 
-def post_urls(rule, job_ids):
-    assert rule.arguments <= {"job_id"}, f"{rule.rule}: teach this test what to fill in"
+def post_urls(rule, job_ids, batch_ids=()):
+    assert rule.arguments <= {"job_id", "batch_id"}, f"{rule.rule}: teach this test what to fill in"
+    if "batch_id" in rule.arguments:
+        return [rule.rule.replace("<batch_id>", batch_id) for batch_id in batch_ids]
     return [rule.rule.replace("<job_id>", job_id) for job_id in job_ids] if rule.arguments else [rule.rule]
 
 
@@ -367,17 +369,31 @@ def victims(client, token):
     return [browser_job(client, token, "victim"), create_id(client)]
 
 
+def victim_batches(client, token):
+    """A batch of this browser's and one of the open API's, each of two queued items."""
+    made = client.post("/batches", data={"prompts": "one\ntwo", "csrf_token": token})
+    assert made.status_code == 303, made.get_data(as_text=True)
+    api = client.post(f"{API}/batches", json={"items": [{"prompt": "one"}, {"prompt": "two"}]})
+    return [made.headers["Location"].rsplit("/", 1)[1], api.get_json()["batch_id"]]
+
+
+def batch_state(batch_ids):
+    db.session.rollback()
+    rows = [db.session.scalar(sa.select(Batch).where(Batch.batch_id == b)) for b in batch_ids]
+    return [(batch.status, batch.cancel_requested, batch.version, batch.cancelled) for batch in rows]
+
+
 @both_backends
 def test_no_post_route_takes_a_cross_site_form_even_with_cookie_and_token(app, client):
     token = csrf_token(client)
-    jobs = victims(client, token)
-    before = state(jobs)
-    form = urlencode({"prompt": "evil", "csrf_token": token})
+    jobs, batches = victims(client, token), victim_batches(client, token)
+    before = state(jobs), batch_state(batches)
+    form = urlencode({"prompt": "evil", "prompts": "evil", "csrf_token": token})
     for rule in post_rules(app):
-        for url in post_urls(rule, jobs):
+        for url in post_urls(rule, jobs, batches):
             response = client.post(url, data=form, content_type=FORM, headers=CROSS_SITE)
             assert response.status_code == 403, url
-    assert state(jobs) == before
+    assert (state(jobs), batch_state(batches)) == before
 
 
 REFUSED = [{"Origin": "https://evil.example"}, {"Origin": "http://localhost:8080"}, {"Origin": "null"},

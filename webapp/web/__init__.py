@@ -6,6 +6,7 @@ from webapp import create_app as create_core_app
 from webapp.web import (
     api,
     batch_api,
+    batch_pages,
     batch_stream,
     cookies,
     errors,
@@ -47,3 +48,4 @@ def register_blueprints(app):
     app.register_blueprint(api.bp)
     app.register_blueprint(streams.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(batch_pages.bp)
