@@ -3,9 +3,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from webapp import output, queue
+from webapp import output, queue, retention
+from webapp.batches import store
 from webapp.extensions import db
-from webapp.models import Job, OutputPiece, utcnow
+from webapp.models import Batch, Job, OutputPiece, utcnow
 from webapp.worker import Worker
 
 from helpers import both_backends
@@ -51,3 +52,28 @@ def test_the_worker_sweep_applies_the_retention_setting(app):
     worker.last_sweep = worker.last_prune = 0.0
     worker._maybe_sweep()
     assert remaining() == []
+
+
+def ended_batch(days, prompts):
+    """A batch whose items all ran to the end, ended `days` ago."""
+    batch = store.create("key:1", [{"prompt": prompt, "model": "llama3.2"} for prompt in prompts], "llama3.2")
+    while job := queue.claim("w1", 30):
+        queue.finish(job.id, "w1", "completed", result="done")
+    ago = utcnow() - timedelta(days=days)
+    db.session.execute(sa.update(Batch).where(Batch.id == batch.id).values(completed_at=ago))
+    db.session.execute(sa.update(Job).where(Job.batch_pk == batch.id).values(completed_at=ago))
+    db.session.commit()
+    return batch.id
+
+
+@both_backends
+def test_a_batch_goes_whole_once_it_ended_past_the_age_and_not_item_by_item(app):
+    old = ended_batch(10, ["old one", "old two"])
+    ended_batch(1, ["new one"])
+    live = store.create("key:1", [{"prompt": "still queued", "model": "llama3.2"}], "llama3.2")
+    db.session.execute(sa.update(Job).where(Job.batch_pk == live.id)  # an item that ended long ago,
+                       .values(status="failed", completed_at=utcnow() - timedelta(days=10)))  # in a live batch
+    db.session.commit()
+    assert retention.purge(7) == 2
+    assert remaining() == ["new one", "still queued"]
+    assert db.session.get(Batch, old) is None

@@ -1,23 +1,36 @@
-"""Retention: ended jobs past JOB_RETENTION_DAYS are deleted, text and all."""
+"""Retention: ended jobs past JOB_RETENTION_DAYS are deleted, text and all; a batch goes whole,
+once it has ended, with its items."""
 from datetime import timedelta
 
 import sqlalchemy as sa
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Job, OutputPiece, utcnow
+from webapp.models import Batch, Job, OutputPiece, utcnow
 
 BATCH = 1000  # jobs per transaction: a first purge of a large table must not hold locks for long
 
 
 def purge(older_than_days, now=None):
     """Delete the jobs that ended more than `older_than_days` ago (queued and running ones stay),
-    with their text pieces; returns how many jobs went."""
+    with their text pieces, and the batches that ended before then with all their items; returns
+    how many jobs went."""
     before = (now or utcnow()) - timedelta(days=older_than_days)
-    old = (sa.select(Job.id).where(Job.status.in_(statuses.ENDED), Job.completed_at < before)
-           .order_by(Job.id).limit(BATCH))
+    single = sa.select(Job.id).where(Job.status.in_(statuses.ENDED), Job.completed_at < before,
+                                     Job.batch_pk.is_(None))
+    deleted = _delete_jobs(single)
+    old_batches = sa.select(Batch.id).where(Batch.status.in_(statuses.ENDED), Batch.completed_at < before)
+    for batch_pk in db.session.scalars(old_batches).all():
+        deleted += _delete_jobs(sa.select(Job.id).where(Job.batch_pk == batch_pk))
+        db.session.execute(sa.delete(Batch).where(Batch.id == batch_pk))
+        db.session.commit()
+    return deleted
+
+
+def _delete_jobs(query):
+    """Delete the jobs `query` selects, BATCH at a time, each with its text pieces."""
     deleted = 0
-    while ids := db.session.scalars(old).all():
+    while ids := db.session.scalars(query.order_by(Job.id).limit(BATCH)).all():
         # The pieces first: SQLite does not enforce the foreign key's ON DELETE CASCADE.
         db.session.execute(sa.delete(OutputPiece).where(OutputPiece.job_pk.in_(ids)))
         deleted += db.session.execute(sa.delete(Job).where(Job.id.in_(ids))).rowcount

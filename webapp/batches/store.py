@@ -104,7 +104,11 @@ def cancel(batch):
     its running ones asked to stop (their worker ends them `cancelled`, text kept). Returns the
     number of items cancelled at once, or None when the batch had already ended."""
     now = utcnow()
-    # The batch row first: its lock holds item ends back, so the numbers given here stay in order.
+    # The items' rows first, then the batch's: the order in which an item's end takes them, so
+    # the two never wait on each other in a circle. A claim skips an item flagged here.
+    live = (Job.batch_pk == batch.id, Job.status.in_([statuses.QUEUED, statuses.PROCESSING]))
+    db.session.execute(sa.update(Job).where(*live).values(cancel_requested=True)
+                       .execution_options(synchronize_session=False))
     asked = db.session.execute(sa.update(Batch).where(Batch.id == batch.id, Batch.status == statuses.PROCESSING)
                                .values(bump(cancel_requested=True))).rowcount
     if not asked:
@@ -115,8 +119,6 @@ def cancel(batch):
               .values(status=statuses.CANCELLED, completed_at=now, error_message="Cancelled with its batch.",
                       batch_seq=base + 1 + Job.batch_index, version=Job.version + 1, last_update_at=now))
     cancelled = db.session.execute(queued.execution_options(synchronize_session=False)).rowcount
-    db.session.execute(sa.update(Job).where(Job.batch_pk == batch.id, Job.status == statuses.PROCESSING)
-                       .values(cancel_requested=True).execution_options(synchronize_session=False))
     db.session.execute(sa.update(Batch).where(Batch.id == batch.id)
                        .values(cancelled=Batch.cancelled + cancelled, log_seq=base + 1 + batch.total))
     db.session.execute(close(Batch.id == batch.id))
