@@ -35,8 +35,9 @@ class Job(db.Model):
         sa.Index("ix_jobs_claim", "status", "run_after", "id"),
         sa.Index("ix_jobs_lease", "status", "lease_until"),
         sa.Index("ix_jobs_model_done", "model", "status", "completed_at"),
-        # An owner's list, newest first; and each owner's line in the queue (fair turns).
-        sa.Index("ix_jobs_owner", "owner", "id"),
+        # An owner's single jobs (not batch items), newest first; and each owner's line in the
+        # queue (fair turns).
+        sa.Index("ix_jobs_owner", "owner", "batch_pk", "id"),
         sa.Index("ix_jobs_turns", "status", "owner", "id"),
         sa.Index("ix_jobs_batch_items", "batch_pk", "batch_index"),
         sa.Index("ix_jobs_batch_log", "batch_pk", "batch_seq"),

@@ -53,14 +53,17 @@ def get(job_id):
 
 
 def recent(owner, limit=20):
-    """This owner's newest jobs."""
-    query = sa.select(Job).where(Job.owner == owner).order_by(Job.id.desc()).limit(limit)
+    """This owner's newest single jobs (a batch's items show on its page)."""
+    query = (sa.select(Job).where(Job.owner == owner, Job.batch_pk.is_(None))
+             .order_by(Job.id.desc()).limit(limit))
     return list(db.session.scalars(query))
 
 
 def owned(owner_names, limit, after=None, status=None, model=None):
-    """These owners' jobs, newest first: `limit` of them, older than the job `after` (a pk)."""
-    query = sa.select(Job).where(Job.owner.in_(list(owner_names))).order_by(Job.id.desc()).limit(limit)
+    """These owners' single jobs (not batch items), newest first: `limit` of them, older than the
+    job `after` (a pk)."""
+    query = (sa.select(Job).where(Job.owner.in_(list(owner_names)), Job.batch_pk.is_(None))
+             .order_by(Job.id.desc()).limit(limit))
     if after is not None:
         query = query.where(Job.id < after)
     if status:

@@ -46,9 +46,14 @@ def upgrade():
         table.create_foreign_key("fk_jobs_batch", "ai_generation_batches", ["batch_pk"], ["id"], ondelete="CASCADE")
         table.create_index("ix_jobs_batch_items", ["batch_pk", "batch_index"])
         table.create_index("ix_jobs_batch_log", ["batch_pk", "batch_seq"])
+    # An owner's list is of single jobs: batch items are listed through their batch.
+    op.drop_index("ix_jobs_owner", "ai_generation_jobs")
+    op.create_index("ix_jobs_owner", "ai_generation_jobs", ["owner", "batch_pk", "id"])
 
 
 def downgrade():
+    op.drop_index("ix_jobs_owner", "ai_generation_jobs")
+    op.create_index("ix_jobs_owner", "ai_generation_jobs", ["owner", "id"])
     with op.batch_alter_table("ai_generation_jobs") as table:
         table.drop_constraint("fk_jobs_batch", type_="foreignkey")  # first: MySQL needs an index for it
         table.drop_index("ix_jobs_batch_log")
