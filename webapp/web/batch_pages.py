@@ -19,7 +19,7 @@ from webapp.batches import snapshots as views
 from webapp.batches import store
 from webapp.extensions import db
 from webapp.models import Batch
-from webapp.web import csrf, live, sse, watch
+from webapp.web import batch_stream, csrf, live, sse, watch
 from webapp.web.access import admit, browser_owner, own_batch_or_404, readable_batch_or_404
 from webapp.web.batch_input import clean, from_file, from_lines
 from webapp.web.validation import InvalidInput
@@ -153,7 +153,7 @@ def _card_events(app, pk, seq, lines):
         if time.monotonic() - last_sent >= PING_AFTER:
             yield sse.ping()
             last_sent = time.monotonic()
-        time.sleep(app.config["SSE_POLL_INTERVAL"])
+        time.sleep(batch_stream.tick_seconds(app.config))
 
 
 def _read_card(app, pk, seq, lines):

@@ -78,7 +78,13 @@ def events(app, pk, seq, clock=time.monotonic):
             yield sse.ping(seq)
             last_sent = clock()
         if len(lines) < PAGE:
-            time.sleep(app.config["SSE_POLL_INTERVAL"])
+            time.sleep(tick_seconds(app.config))
+
+
+def tick_seconds(config):
+    """How often a batch's stream reads it: no more often than the worker writes progress (a
+    batch stream reads for itself; the job streams share one watcher per process)."""
+    return max(config["SSE_POLL_INTERVAL"], config["PROGRESS_INTERVAL"])
 
 
 def _change(snap):
