@@ -140,6 +140,9 @@ class Batch(db.Model):
     # Every item's end takes the next number (the batch row's lock orders them): the log is read
     # in this order, and a stream resumes from the last number it sent.
     log_seq: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    # When the latest item ended: an item's end time is at least this, so the log's times never
+    # run backwards where an end waited for the row lock of another.
+    last_ended_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     cancel_requested: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
     version: so.Mapped[int] = so.mapped_column(sa.Integer, default=1)
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)

@@ -31,6 +31,7 @@ def upgrade():
         sa.Column("tokens", sa.BigInteger(), nullable=False),
         sa.Column("item_ms", sa.BigInteger(), nullable=False),
         sa.Column("log_seq", sa.Integer(), nullable=False),
+        sa.Column("last_ended_at", Timestamp, nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("created_at", Timestamp, nullable=False),

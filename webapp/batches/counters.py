@@ -17,15 +17,26 @@ def item_ended(job_pk, status):
     batch_of = sa.select(Job.batch_pk).where(Job.id == job_pk).scalar_subquery()
 
     def own(column):
-        return sa.select(sa.func.coalesce(column, 0)).where(Job.id == job_pk).scalar_subquery()
+        value = column if column is Job.completed_at else sa.func.coalesce(column, 0)
+        return sa.select(value).where(Job.id == job_pk).scalar_subquery()
 
+    ended_at = own(Job.completed_at)
     count = (sa.update(Batch).where(Batch.id == batch_of)
              .values(bump(**{status: getattr(Batch, status) + 1}, log_seq=Batch.log_seq + 1,
                            tokens=Batch.tokens + own(Job.current_tokens),
-                           item_ms=Batch.item_ms + own(Job.elapsed_time))))
+                           item_ms=Batch.item_ms + own(Job.elapsed_time),
+                           last_ended_at=later(Batch.last_ended_at, ended_at))))
+    # The item's number, and its end time no earlier than the end numbered before it.
+    ours = sa.select(Batch.log_seq, Batch.last_ended_at).where(Batch.id == Job.batch_pk)
     number = (sa.update(Job).where(Job.id == job_pk, Job.batch_pk.is_not(None))
-              .values(batch_seq=sa.select(Batch.log_seq).where(Batch.id == Job.batch_pk).scalar_subquery()))
+              .values(batch_seq=ours.with_only_columns(Batch.log_seq).scalar_subquery(),
+                      completed_at=ours.with_only_columns(Batch.last_ended_at).scalar_subquery()))
     return [count, number, close(Batch.id == batch_of)]
+
+
+def later(column, value):
+    """The later of a nullable timestamp column and a value, in SQL either database speaks."""
+    return sa.case((column.is_(None), value), (column > value, column), else_=value)
 
 
 def close(which):

@@ -114,13 +114,16 @@ def cancel(batch):
     if not asked:
         db.session.rollback()
         return None
-    base = db.session.scalar(sa.select(Batch.log_seq).where(Batch.id == batch.id))
+    base, last_end = db.session.execute(sa.select(Batch.log_seq, Batch.last_ended_at)
+                                        .where(Batch.id == batch.id)).one()
+    now = max(now, last_end or now)  # the log's times never run backwards
     queued = (sa.update(Job).where(Job.batch_pk == batch.id, Job.status == statuses.QUEUED)
               .values(status=statuses.CANCELLED, completed_at=now, error_message="Cancelled with its batch.",
                       batch_seq=base + 1 + Job.batch_index, version=Job.version + 1, last_update_at=now))
     cancelled = db.session.execute(queued.execution_options(synchronize_session=False)).rowcount
     db.session.execute(sa.update(Batch).where(Batch.id == batch.id)
-                       .values(cancelled=Batch.cancelled + cancelled, log_seq=base + 1 + batch.total))
+                       .values(cancelled=Batch.cancelled + cancelled, log_seq=base + 1 + batch.total,
+                               last_ended_at=now if cancelled else last_end))
     db.session.execute(close(Batch.id == batch.id))
     db.session.commit()
     return cancelled

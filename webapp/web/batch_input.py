@@ -63,7 +63,13 @@ def _over(defaults, item):
 def from_lines(text):
     """One prompt per line of a text box (blank lines skipped): [(label, item)]."""
     return [(f"line {number}", {"prompt": line.strip()})
-            for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+            for number, line in enumerate(_lines(text), 1) if line.strip()]
+
+
+def _lines(text):
+    """Lines split at line feeds only: str.splitlines would also split at U+2028, U+2029 and
+    U+0085, which a JSON string may hold as they are."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def from_file(name, data):
@@ -82,7 +88,7 @@ def from_file(name, data):
 
 def _from_jsonl(text):
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_lines(text), 1):
         if line.strip():
             try:
                 rows.append((f"line {number}", json.loads(line)))
