@@ -833,7 +833,7 @@ def test_log_numbers_follow_completed_at_when_an_items_end_waits_for_its_row(app
             db.session.commit()
             return connection and db.session.scalar(waiting, {"cid": connection[0]}) == "LOCK WAIT"
 
-        wait_until(first_waits, 5, "the first item's end to wait for its row")
+        wait_until(first_waits, 30, "the first item's end to wait for its row")  # a deadline, not a pause
         seen = utcnow()
         wait_until(lambda: utcnow() > seen, 1, "the clock to move on a millisecond")
         assert queue.finish(second_pk, "w1", "completed", result="b", current_tokens=1)
