@@ -41,8 +41,11 @@ def _time_left(batch, queued, running):
     if batch.status in statuses.ENDED:
         return dict.fromkeys(keys, 0)
     finished = batch.completed + batch.failed
-    own = batch.item_ms / 1000 / finished if finished >= MIN_OWN_ITEMS else None
-    per_item = estimates.batch_item_time(own, history.pace()[1])
+    pace = history.pace()[1]
+    # The batch's own mean once it says enough, or sooner when the server has no pace to offer.
+    trusted = finished >= MIN_OWN_ITEMS or (finished and pace is None)
+    own = batch.item_ms / 1000 / finished if trusted else None
+    per_item = estimates.batch_item_time(own, pace)
     if per_item is None:
         return dict.fromkeys(keys)
     left = estimates.batch_left(queued, running, per_item)
@@ -79,7 +82,7 @@ def log_text(line, total):
     """A log line as the console and the download show it, e.g.
     `[12:03:04] 17/50 completed · 412 tok · 18.2 tok/s · 22.6 s` (UTC), or the item's error."""
     clock = (line["ended_at"] or "")[11:19] or "--:--:--"
-    head = f"[{clock}] {line['index'] + 1}/{total} {line['status']}"
+    head = f"[{clock}] {line['index'] + 1:>{len(str(total))}}/{total} {line['status']}"  # aligned
     if "error" in line:
         return f"{head} · {line['error']}"
     return (f"{head} · {line['tokens']} tok · {line['tokens_per_second']:.1f} tok/s · "

@@ -63,11 +63,14 @@ def owned(owner, limit, after=None):
 
 
 def running_items(batch):
-    """The batch's items running now: no more rows than the workers have slots (read through
-    the owner's running jobs, ix_jobs_turns, not through the batch's items)."""
-    query = (sa.select(Job).where(Job.status == statuses.PROCESSING, Job.owner == batch.owner,
-                                  Job.batch_pk == batch.id).order_by(Job.batch_index))
-    return list(db.session.scalars(query))
+    """The batch's items running now, read in one statement with the batch row itself (refreshed
+    in place): counters and running items of one moment, so an item that ends meanwhile is never
+    counted in neither. No more rows than the workers have slots: the items are reached through
+    the owner's running jobs (ix_jobs_turns), not through the batch's items."""
+    running = sa.and_(Job.batch_pk == Batch.id, Job.status == statuses.PROCESSING, Job.owner == Batch.owner)
+    query = (sa.select(Batch, Job).outerjoin(Job, running).where(Batch.id == batch.id)
+             .order_by(Job.batch_index).execution_options(populate_existing=True))
+    return [job for _batch, job in db.session.execute(query) if job is not None]
 
 
 def items(batch, after=-1, limit=100):

@@ -1,6 +1,7 @@
 """The batch pages: the form that takes many prompts (lines, or a JSONL or CSV file), the
 browser's batches, and one batch's page: its counters, running items and log console, polled by
 htmx, followed over SSE, and refreshing itself without JavaScript."""
+import calendar
 import collections
 import time
 
@@ -40,6 +41,11 @@ def page_view(batch, lines=None):
                               "tail": tails.get(job.id, "")} for job in running]
     lines = lines if lines is not None else [views.log_line(job) for job in store.last_lines(batch)]
     snap["log"] = [views.log_text(line, batch.total) for line in lines]
+    # The card's version for the page's "never take a card back" check: the batch's own version
+    # moves only when an item ends, but the running items' figures move between (their rows'
+    # last write, in ms, is later with every change of either).
+    latest = max([batch.last_update_at, *(job.last_update_at for job in running)])
+    snap["stamp"] = int(calendar.timegm(latest.timetuple()) * 1000 + latest.microsecond // 1000)
     return snap
 
 
@@ -92,7 +98,7 @@ def page(batch_id):
 def card(batch_id):
     snap = page_view(readable_batch_or_404(batch_id))
     code = STOP_POLLING if snap["status"] in statuses.ENDED else 200
-    return render_template("_batch.html", batch=snap), code, {"X-Job-Version": str(snap["version"])}
+    return render_template("_batch.html", batch=snap), code, {"X-Job-Version": str(snap["stamp"])}
 
 
 @bp.post("/batches/<batch_id>/cancel")
@@ -139,11 +145,11 @@ def _card_events(app, pk, seq, lines):
             yield sse.event("close", {})
             return
         seq = snap["log_seq"]
-        key = (snap["version"], snap["tokens"], snap["running"])
+        key = snap["stamp"]
         if key != shown:
             shown, last_sent = key, time.monotonic()
             html = render_template("_batch.html", batch=snap, csrf_field=False)
-            yield sse.html_event(f"batch-{snap['batch_id']}", html, snap["version"])
+            yield sse.html_event(f"batch-{snap['batch_id']}", html, snap["stamp"])
         if snap["status"] in statuses.ENDED:
             yield sse.event("close", {})
             return
