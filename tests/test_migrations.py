@@ -41,7 +41,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url):
             drift = compare_metadata(MigrationContext.configure(conn), db.metadata)
         db.engine.dispose()
     assert columns >= CONTRACT_COLUMNS | DESIGN_COLUMNS
-    assert indexes["ix_jobs_claim"] == ["status", "run_after", "id"]
+    assert indexes["ix_jobs_queue_head"] == ["status", "id", "owner", "run_after", "cancel_requested"]
     assert indexes["ix_jobs_lease"] == ["status", "lease_until"]
     assert drift == [], f"models and migrations differ: {drift}"
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp import queue, statuses
+from webapp import queue, statuses, turns
 from webapp.extensions import db
 from webapp.models import Job, utcnow
 
@@ -185,3 +185,39 @@ def test_queue_positions_equal_the_order_successive_claims_take_the_jobs(app, se
     order = {pk: n for n, pk in enumerate(taken, start=1)}
     assert all_places == order
     assert places == {job.id: order[job.id] for job in asked}
+
+
+# --- what the places count, and how long a slow count is kept --------------------------------------
+@both_backends
+def test_places_leave_out_jobs_the_claim_would_skip(app):
+    """A job waiting out a retry's back-off, or asked to cancel, is not ahead of anyone."""
+    x1, x2 = add(X, 2)
+    update(x1, run_after=utcnow() + timedelta(minutes=5))
+    (y1,) = add(Y)
+    (z1,) = add(Z)
+    update(z1, cancel_requested=True)
+    places = queue.queue_positions([x2, y1])
+    assert places == {x2.id: 1, y1.id: 2}
+    assert claims() == [x2.id, y1.id]
+
+
+def test_a_slow_count_of_places_is_kept_ten_times_as_long_and_a_quick_one_not_at_all(app, monkeypatch):
+    (x1,) = add(X)
+    (y1,) = add(Y)
+    now = [100.0]
+
+    def clock():
+        now[0] += 0.05  # every reading of the clock: the count between two readings took 50 ms
+        return now[0]
+
+    assert turns.places([y1], clock) == {y1.id: 2}
+    update(x1, status=statuses.CANCELLED)
+    assert turns.places([y1], clock) == {y1.id: 2}, "kept: the count took 50 ms, so it is kept 500 ms"
+    now[0] += 1.0
+    assert turns.places([y1], clock) == {y1.id: 1}, "read again once that has passed"
+    monkeypatch.setattr(turns, "SLOW_PLACES", 10.0)
+    turns._kept.clear()
+    (y2,) = add(Y)
+    assert turns.places([y2], clock) == {y2.id: 2}
+    queue.enqueue(prompt="older?", model="llama3.2", owner=Z)
+    assert turns.places([y2], clock) == {y2.id: 3}, "a quick count is not kept"

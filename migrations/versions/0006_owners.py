@@ -22,6 +22,10 @@ def upgrade():
                   sa.Column("owner", sa.String(80), nullable=False, server_default="anonymous"))
     op.create_index("ix_jobs_owner", "ai_generation_jobs", ["owner", "id"])
     op.create_index("ix_jobs_turns", "ai_generation_jobs", ["status", "owner", "id"])
+    # The claim's read in id order, covered: (status, run_after, id) could not give that order,
+    # so MariaDB walked the primary key past every ended job (bench/claim_bench.py).
+    op.drop_index("ix_jobs_claim", "ai_generation_jobs")
+    op.create_index("ix_jobs_queue_head", "ai_generation_jobs", ["status", "id", "owner", "run_after", "cancel_requested"])
     op.create_table(
         "ai_api_keys",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -35,6 +39,8 @@ def upgrade():
 
 def downgrade():
     op.drop_table("ai_api_keys")
+    op.drop_index("ix_jobs_queue_head", "ai_generation_jobs")
+    op.create_index("ix_jobs_claim", "ai_generation_jobs", ["status", "run_after", "id"])
     op.drop_index("ix_jobs_turns", "ai_generation_jobs")
     op.drop_index("ix_jobs_owner", "ai_generation_jobs")
     op.drop_column("ai_generation_jobs", "owner")
