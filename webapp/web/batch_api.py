@@ -50,7 +50,10 @@ def create():
 def listing():
     """The caller's batches, newest first, a page at a time (`limit`, `after`)."""
     owner = api_owner()
-    filters = list_filters({key: value for key, value in request.args.items() if key in ("limit", "after")})
+    unknown = sorted(set(request.args) - {"limit", "after"})
+    if unknown:
+        raise InvalidInput(unknown[0], "is not a parameter of the batch list; use limit, after")
+    filters = list_filters(request.args)
     after = filters["after"]
     if after is not None:
         cursor = store.get(after)
