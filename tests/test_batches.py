@@ -15,9 +15,10 @@ from datetime import UTC, timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp import keys, queue
+from webapp import keys, queue, statuses
 from webapp.extensions import db
 from webapp.models import Batch, Job, utcnow
+from webapp.web import batch_input
 
 from helpers import WorkerThread, both_backends
 
@@ -850,3 +851,46 @@ def test_log_numbers_follow_completed_at_when_an_items_end_waits_for_its_row(app
     batch, by_seq = assert_counters_agree(batch_id)
     assert (batch.status, batch.completed) == ("completed", 2)
     assert_log_in_end_order(batch_id)
+
+
+# --- limits on what one batch and one owner may queue ------------------------------------------------
+def test_the_form_takes_a_batch_past_the_one_job_body_limit(client):
+    """A batch's body may pass MAX_CONTENT_LENGTH (1 MB) up to MAX_BATCH_BYTES, the form's too."""
+    prompts = "\n".join(f"Prompt number {n} " + "x" * 120 for n in range(9_000))
+    assert len(prompts.encode()) > 1024 * 1024
+    batch_id = created_from_form(form_post(client, prompts=prompts))
+    assert batch_row(batch_id).total == 9_000
+
+
+def test_a_shared_system_prompt_counts_once_per_item_against_what_a_batch_may_store(client, monkeypatch):
+    monkeypatch.setattr(batch_input, "MAX_STORED_CHARS", 10_000)
+    before = table_counts()
+    refused = client.post(API, json={"items": [{"prompt": "p"}] * 100, "system": "s" * 100})
+    assert refused.status_code == 400 and "10,100 characters" in refused.get_json()["error"]
+    assert table_counts() == before
+    assert client.post(API, json={"items": [{"prompt": "p"}] * 50, "system": "s" * 100}).status_code == 202
+
+
+@both_backends
+def test_an_owners_unfinished_batch_items_are_capped(app, client):
+    app.config["MAX_QUEUED_BATCH_ITEMS"] = 5
+    first = create(client, [{"prompt": "a"}] * 3)
+    refused = client.post(API, json={"items": [{"prompt": "b"}] * 3})
+    assert refused.status_code == 429 and "MAX_QUEUED_BATCH_ITEMS" in refused.get_json()["error"]
+    assert client.post(f"{API}/{first}/cancel").status_code == 202
+    create(client, [{"prompt": "b"}] * 3)  # the cancelled batch's items no longer count
+
+
+@both_backends
+def test_a_second_cancel_while_running_items_stop_changes_nothing(client):
+    batch_id = create(client, [{"prompt": "a"}, {"prompt": "b"}])
+    job = queue.claim("w1", 30)
+    assert client.post(f"{API}/{batch_id}/cancel").get_json()["cancelled_now"] == 1
+    seen = batch_row(batch_id)
+    again = client.post(f"{API}/{batch_id}/cancel")
+    assert again.status_code == 202 and again.get_json()["cancelled_now"] == 0
+    assert (batch_row(batch_id).log_seq, batch_row(batch_id).version) == (seen.log_seq, seen.version)
+    assert queue.finish(job.id, "w1", statuses.CANCELLED, current_tokens=3, elapsed_time=900)
+    ended = batch_row(batch_id)
+    assert (ended.status, ended.cancelled, ended.item_ms) == ("cancelled", 2, 0), "a cancelled item's time is no mean's"
+

@@ -106,6 +106,7 @@ def from_env(env, instance_path):
         "API_TOKEN": env.get("API_TOKEN") or None,
         "RATE_LIMIT_PER_MINUTE": _int(env, "RATE_LIMIT_PER_MINUTE", 60),
         "MAX_QUEUED_PER_OWNER": _int(env, "MAX_QUEUED_PER_OWNER", 1000),  # 0: no cap
+        "MAX_QUEUED_BATCH_ITEMS": _int(env, "MAX_QUEUED_BATCH_ITEMS", 50_000),  # 0: no cap
         "PRIVATE_JOBS": env.get("PRIVATE_JOBS", "") == "1",  # reads owner-only, not by link
         "JOB_RETENTION_DAYS": _float(env, "JOB_RETENTION_DAYS", 0),  # 0: keep every job
         "PROXY_HOPS": _int(env, "PROXY_HOPS", 0),

@@ -12,8 +12,10 @@ def browser(session_token):
     return "browser:" + hashlib.sha256(session_token.encode()).hexdigest()[:40]
 
 
-def key(key_id):
-    return f"key:{key_id}"
+def key(secret_hash):
+    """A key's owner name, from its secret's hash: never given to another key (a database may
+    hand a deleted key's row id out again), and it says nothing of the secret."""
+    return f"key:{secret_hash[:32]}"
 
 
 def is_key(owner):

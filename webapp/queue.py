@@ -136,7 +136,7 @@ def finish(job_pk, worker_id, status, **fields):
 
 # A job back in the queue starts its progress and its text over (and says why it is there).
 REQUEUED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_until": None,
-            "current_tokens": 0, "progress_percentage": 0.0, "tokens_per_second": 0.0,
+            "current_tokens": 0, "progress_percentage": 0.0, "tokens_per_second": 0.0, "elapsed_time": 0,
             "estimated_time_remaining": None, "estimated_time_remaining_low": None,
             "estimated_time_remaining_high": None, "expected_tokens": None,
             "output_chars": 0, "thinking_chars": 0, "thinking_tokens": 0, "output_latest": None}

@@ -19,12 +19,25 @@ def purge(older_than_days, now=None):
     single = sa.select(Job.id).where(Job.status.in_(statuses.ENDED), Job.completed_at < before,
                                      Job.batch_pk.is_(None))
     deleted = _delete_jobs(single)
-    old_batches = sa.select(Batch.id).where(Batch.status.in_(statuses.ENDED), Batch.completed_at < before)
-    for batch_pk in db.session.scalars(old_batches).all():
-        deleted += _delete_jobs(sa.select(Job.id).where(Job.batch_pk == batch_pk))
-        db.session.execute(sa.delete(Batch).where(Batch.id == batch_pk))
-        db.session.commit()
+    ended = (Batch.status.in_(statuses.ENDED), Batch.completed_at < before)
+    for batch_pk in db.session.scalars(sa.select(Batch.id).where(*ended)).all():
+        deleted += _delete_batch(batch_pk, ended)
     return deleted
+
+
+def _delete_batch(batch_pk, ended):
+    """One batch with its items and their pieces, in one transaction, if it has still ended (a
+    retry may have opened it again since it was listed)."""
+    items = sa.select(Job.id).where(Job.batch_pk == batch_pk)
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(items.subquery()))
+    if not db.session.execute(sa.delete(Batch).where(Batch.id == batch_pk, *ended)).rowcount:
+        db.session.rollback()
+        return 0
+    # MySQL's ON DELETE CASCADE took the items and pieces already; SQLite does not enforce it.
+    db.session.execute(sa.delete(OutputPiece).where(OutputPiece.job_pk.in_(items)))
+    db.session.execute(sa.delete(Job).where(Job.batch_pk == batch_pk))
+    db.session.commit()
+    return count
 
 
 def _delete_jobs(query):

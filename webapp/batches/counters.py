@@ -5,6 +5,8 @@ import sqlalchemy as sa
 from webapp import statuses
 from webapp.models import Batch, Job, utcnow
 
+TIMED = (statuses.COMPLETED, statuses.FAILED)  # the ends whose time says how long an item takes
+
 
 def bump(**values):
     return {"version": Batch.version + 1, "last_update_at": utcnow(), **values}
@@ -24,7 +26,8 @@ def item_ended(job_pk, status):
     count = (sa.update(Batch).where(Batch.id == batch_of)
              .values(bump(**{status: getattr(Batch, status) + 1}, log_seq=Batch.log_seq + 1,
                            tokens=Batch.tokens + own(Job.current_tokens),
-                           item_ms=Batch.item_ms + own(Job.elapsed_time),
+                           # an item's time for the mean: only what ran to an end of its own
+                           item_ms=Batch.item_ms + (own(Job.elapsed_time) if status in TIMED else 0),
                            last_ended_at=later(Batch.last_ended_at, ended_at))))
     # The item's number, and its end time no earlier than the end numbered before it.
     ours = sa.select(Batch.log_seq, Batch.last_ended_at).where(Batch.id == Job.batch_pk)

@@ -9,7 +9,7 @@ from webapp.extensions import db
 from webapp.models import Batch, Job, new_job_id, utcnow
 
 MAX_ITEMS = 10_000
-INSERT_ROWS = 1_000  # rows per INSERT statement: a 10,000-item batch is ten statements, one transaction
+INSERT_ROWS = 1_000  # rows per executemany: multi-row INSERTs (the driver splits them by size), one transaction
 LOG_LINES = 200      # the page shows the newest lines; the download has them all
 # What a batch item is back to when its failure is retried: queued, from the start.
 RETRIED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_until": None,
@@ -110,13 +110,15 @@ def cancel(batch):
     # The items' rows first, then the batch's: the order in which an item's end takes them, so
     # the two never wait on each other in a circle. A claim skips an item flagged here.
     live = (Job.batch_pk == batch.id, Job.status.in_([statuses.QUEUED, statuses.PROCESSING]))
-    db.session.execute(sa.update(Job).where(*live).values(cancel_requested=True)
+    db.session.execute(sa.update(Job).where(*live).values(cancel_requested=True, version=Job.version + 1,
+                                                           last_update_at=now)
                        .execution_options(synchronize_session=False))
-    asked = db.session.execute(sa.update(Batch).where(Batch.id == batch.id, Batch.status == statuses.PROCESSING)
+    asked = db.session.execute(sa.update(Batch).where(Batch.id == batch.id, Batch.status == statuses.PROCESSING,
+                                                      Batch.cancel_requested.is_(False))
                                .values(bump(cancel_requested=True))).rowcount
-    if not asked:
+    if not asked:  # ended (None), or a cancel already under way (0: nothing more to do)
         db.session.rollback()
-        return None
+        return None if batch_ended(batch.id) else 0
     base, last_end = db.session.execute(sa.select(Batch.log_seq, Batch.last_ended_at)
                                         .where(Batch.id == batch.id)).one()
     now = max(now, last_end or now)  # the log's times never run backwards
@@ -132,20 +134,31 @@ def cancel(batch):
     return cancelled
 
 
+def batch_ended(batch_pk):
+    return db.session.scalar(sa.select(Batch.status).where(Batch.id == batch_pk)) in statuses.ENDED
+
+
+def remaining_items(owner):
+    """How many items this owner's unfinished batches have yet to end (from the batch rows)."""
+    left = sa.func.coalesce(sa.func.sum(Batch.total - Batch.completed - Batch.failed - Batch.cancelled), 0)
+    return int(db.session.scalar(sa.select(left).where(Batch.owner == owner, Batch.status == statuses.PROCESSING)))
+
+
 def retry_failed(batch):
     """Queue the batch's failed items again, from the start; returns how many. What they had
     counted comes off the counters, and their lines leave the log (an item's line is its latest end)."""
-    db.session.execute(sa.update(Batch).where(Batch.id == batch.id).values(bump()))  # the lock, first
     failed = (Job.batch_pk == batch.id, Job.status == statuses.FAILED)
+    # The items' rows first (locked by this read), then the batch's: the order an item's end
+    # takes them, so the two never wait on each other in a circle.
     count, tokens, took = db.session.execute(sa.select(
         sa.func.count(), sa.func.coalesce(sa.func.sum(Job.current_tokens), 0),
-        sa.func.coalesce(sa.func.sum(Job.elapsed_time), 0)).where(*failed)).one()
+        sa.func.coalesce(sa.func.sum(Job.elapsed_time), 0)).where(*failed).with_for_update()).one()
     if count:
         again = sa.update(Job).where(*failed).values(**RETRIED, run_after=utcnow(), version=Job.version + 1,
                                                      last_update_at=utcnow())
         db.session.execute(again.execution_options(synchronize_session=False))
-        db.session.execute(sa.update(Batch).where(Batch.id == batch.id).values(
+        db.session.execute(sa.update(Batch).where(Batch.id == batch.id).values(bump(
             failed=Batch.failed - count, tokens=Batch.tokens - int(tokens), item_ms=Batch.item_ms - int(took),
-            status=statuses.PROCESSING, completed_at=None, cancel_requested=False))
+            status=statuses.PROCESSING, completed_at=None, cancel_requested=False)))
     db.session.commit()
     return count

@@ -97,24 +97,32 @@ def _key_owner(secret):
     if key is None:
         raise _unauthorized("This key is not valid (revoked, or never made): send 'Authorization: Bearer <key>' "
                             "with a current key.")
-    return owners.key(key.id)
+    return owners.key(key.secret_hash)
 
 
 def _unauthorized(message):
     return Unauthorized(message, www_authenticate=['Bearer realm="livegen"'])
 
 
-def admit(owner, single=True):
-    """Before a new job (or batch: `single` False): the rate limit, then the owner's cap on queued
-    single jobs (429 for either; a batch's items have their own limit, MAX_ITEMS).
+def admit(owner, items=None):
+    """Before a new job, or a batch of `items` items: the rate limit, then the owner's cap on
+    queued single jobs (MAX_QUEUED_PER_OWNER), or on its batches' unfinished items
+    (MAX_QUEUED_BATCH_ITEMS). 429 for any.
     A key is counted as itself; a browser or the open API by its address, since a new session
     costs nothing."""
     counted = owner if owners.is_key(owner) else f"addr:{request.remote_addr or 'unknown'}"
     wait = ratelimits.hit(counted, current_app.config["RATE_LIMIT_PER_MINUTE"])
     if wait:
         raise TooManyRequests(f"Too many new jobs; try again in {wait} s.", retry_after=wait)
+    if items is not None:
+        cap = current_app.config["MAX_QUEUED_BATCH_ITEMS"]
+        left = batch_store.remaining_items(owner)
+        if cap > 0 and left + items > cap:
+            raise TooManyRequests(f"Your batches have {left:,} items yet to run; {items:,} more would pass "
+                                  f"{cap:,}, the most allowed (MAX_QUEUED_BATCH_ITEMS): wait, or cancel a batch.")
+        return
     cap = current_app.config["MAX_QUEUED_PER_OWNER"]
-    if single and cap > 0 and queue.queued_count(owner, cap) >= cap:
+    if cap > 0 and queue.queued_count(owner, cap) >= cap:
         raise TooManyRequests(f"You have {cap} jobs waiting in the queue, the most allowed "
                               "(MAX_QUEUED_PER_OWNER): wait for some to start, or cancel some.")
 

@@ -38,7 +38,7 @@ def create():
     owner = api_owner()
     request.max_content_length = current_app.config["MAX_BATCH_BYTES"]
     items = from_json(read_json(), current_app.config["DEFAULT_MODEL"])
-    admit(owner, single=False)
+    admit(owner, items=len(items))
     batch = store.create(owner, items, items[0]["model"])
     response = jsonify(success=True, batch_id=batch.batch_id, total=batch.total, links=links(batch.batch_id))
     response.status_code = 202

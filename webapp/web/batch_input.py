@@ -10,6 +10,7 @@ from webapp.web.validation import InvalidInput, generation_request
 
 DEFAULTS = ("model", "system", "options")
 SHOWN_PROBLEMS = 10  # rows named in one refusal; the count says how many more
+MAX_STORED_CHARS = 16_000_000  # what one batch may write: a shared system prompt counts once per item
 
 
 def from_json(body, default_model):
@@ -48,6 +49,10 @@ def clean(rows, defaults, default_model):
                            + ". Nothing was queued.")
     if not 1 <= len(cleaned) <= MAX_ITEMS:
         raise InvalidInput("items", f"a batch has 1 to {MAX_ITEMS:,} prompts, not {len(cleaned):,}")
+    stored = sum(len(item["prompt"]) + len(item["system"] or "") for item in cleaned)
+    if stored > MAX_STORED_CHARS:  # a shared system prompt is stored with every item
+        raise InvalidInput("items", f"the prompts and system prompts come to {stored:,} characters once each "
+                                    f"item has its own; the limit is {MAX_STORED_CHARS:,}. Nothing was queued.")
     return cleaned
 
 

@@ -58,15 +58,16 @@ def index(error=None, form=None, code=200):
 
 @bp.post("/batches")
 def create():
+    # Before anything reads the form (the CSRF check does): a batch may be larger than a job.
+    request.max_content_length = request.max_form_memory_size = current_app.config["MAX_BATCH_BYTES"]
     csrf.check()
     owner = browser_owner(create=True)
-    request.max_content_length = request.max_form_memory_size = current_app.config["MAX_BATCH_BYTES"]
     form = {key: request.form.get(key, "").strip() for key in ("prompts", "model", "num_predict")}
     try:
         items = clean(_rows(form), _defaults(form), current_app.config["DEFAULT_MODEL"])
     except InvalidInput as error:
         return index(str(error), form, 400)
-    admit(owner, single=False)
+    admit(owner, items=len(items))
     batch = store.create(owner, items, items[0]["model"])
     return redirect(url_for("batch_pages.page", batch_id=batch.batch_id), 303)
 
