@@ -10,6 +10,8 @@ from webapp import history
 from webapp.extensions import db
 from webapp.web import create_app
 
+from servers import WorkerProcess
+
 MYSQL_URL = os.environ.get("TEST_DATABASE_URL", "")
 REQUIRE_MYSQL = os.environ.get("REQUIRE_MYSQL") == "1"
 TEST_CONFIG = {"TESTING": True, "SECRET_KEY": "test-secret", "RATE_LIMIT_PER_MINUTE": 0,
@@ -110,3 +112,25 @@ def app(database_url):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def spawn(database_url):
+    """spawn(ollama_url, **settings) starts a real worker process (`python worker.py`, configured
+    only through the environment); all are killed at teardown, their output printed for a failure."""
+    started = []
+
+    def start(ollama_url, **settings):
+        env = {"PROGRESS_INTERVAL": "0.1", "WORKER_CONCURRENCY": "2", "LEASE_SECONDS": "30",
+               "SHUTDOWN_GRACE": "5", "MAX_ATTEMPTS": "3", "OLLAMA_READ_TIMEOUT": "60"}
+        env.update({key: str(value) for key, value in settings.items()})
+        worker = WorkerProcess(database_url, ollama_url, **env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()
+    for worker in started:  # shown by pytest only when the test failed
+        print(f"----- worker pid {worker.pid} (exit {worker.proc.returncode}) -----\n{worker.output()}")
+        worker.close()

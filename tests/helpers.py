@@ -1,5 +1,7 @@
-"""Helpers shared by the tests: backend parametrization, fresh row reads, a worker in a thread."""
+"""Helpers shared by the tests: backend parametrization, fresh row reads, a worker in a thread,
+waiting for a condition with a deadline."""
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -57,3 +59,14 @@ class WorkerThread:
     def __exit__(self, *exc):
         self.worker.stop()
         self.thread.join(30)
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    """The first truthy value of `predicate()`, polled until `timeout` s; fails saying `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -9,7 +9,6 @@ import io
 import json
 import re
 import threading
-import time
 from datetime import UTC, timedelta
 
 import pytest
@@ -20,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import Batch, Job, utcnow
 from webapp.web import batch_input
 
-from helpers import WorkerThread, both_backends
+from helpers import WorkerThread, both_backends, wait_until
 
 API = "/api/v1/ai/generation/batches"
 MYSQL_ONLY = pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql)],
@@ -69,16 +68,6 @@ def table_counts():
     db.session.commit()
     return (db.session.scalar(sa.select(sa.func.count()).select_from(Job)),
             db.session.scalar(sa.select(sa.func.count()).select_from(Batch)))
-
-
-def wait_until(predicate, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def wait_batch_ended(batch_id, timeout=15):

@@ -14,44 +14,13 @@ from webapp import queue
 from webapp.extensions import db
 from webapp.models import Job
 
-from servers import WorkerProcess
+from helpers import wait_until
 
 MYSQL_ONLY = pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql)],
                                      indirect=True)
 X, Y = "key:x", "key:y"
 TOKENS = 30
 TPS = 20.0  # each job streams for TOKENS / TPS = 1.5 s
-
-
-@pytest.fixture
-def spawn(database_url):
-    """spawn(ollama_url, **settings) starts a worker process; all are killed at teardown."""
-    started = []
-
-    def start(ollama_url, **settings):
-        env = {"PROGRESS_INTERVAL": "0.1", "WORKER_CONCURRENCY": "1", "LEASE_SECONDS": "30",
-               "SHUTDOWN_GRACE": "5", "MAX_ATTEMPTS": "3", "OLLAMA_READ_TIMEOUT": "60"}
-        env.update({key: str(value) for key, value in settings.items()})
-        worker = WorkerProcess(database_url, ollama_url, **env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill()
-    for worker in started:  # shown by pytest only when the test failed
-        print(f"----- worker pid {worker.pid} (exit {worker.proc.returncode}) -----\n{worker.output()}")
-        worker.close()
-
-
-def wait_until(predicate, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def scalar(query):
@@ -68,7 +37,7 @@ def test_a_second_owners_job_starts_at_the_next_free_slot_not_after_the_first_ow
     with Simulator(tokens_per_second=TPS, jitter=0.1, load_delay=0.0) as sim:
         xs = [queue.enqueue(prompt=f"X's job {n}: a story", model="llama3.2", options={"num_predict": TOKENS},
                             owner=X) for n in range(200)]
-        workers = [spawn(sim.url) for _ in range(2)]
+        workers = [spawn(sim.url, WORKER_CONCURRENCY=1) for _ in range(2)]
         assert len({worker.wait_ready() for worker in workers}) == 2
 
         # Both slots busy with X's jobs, streaming (so each has about a job's length left).

@@ -19,8 +19,7 @@ from webapp.extensions import db
 from webapp.models import Job, utcnow
 from webapp.progress import estimate_tokens
 
-from helpers import WorkerThread, both_backends, row
-from servers import WorkerProcess
+from helpers import WorkerThread, both_backends, row, wait_until
 
 API = "/api/v1/ai/generation"
 MYSQL_ONLY = pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql)],
@@ -28,42 +27,11 @@ MYSQL_ONLY = pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pyt
 
 
 # --- worker subprocesses -------------------------------------------------------------------------
-@pytest.fixture
-def spawn(database_url):
-    """spawn(ollama_url, **settings) starts a worker process; all are killed at teardown."""
-    started = []
-
-    def start(ollama_url, **settings):
-        env = {"PROGRESS_INTERVAL": "0.1", "WORKER_CONCURRENCY": "2", "LEASE_SECONDS": "30",
-               "SHUTDOWN_GRACE": "5", "MAX_ATTEMPTS": "3", "OLLAMA_READ_TIMEOUT": "60"}
-        env.update({key: str(value) for key, value in settings.items()})
-        worker = WorkerProcess(database_url, ollama_url, **env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill()
-    for worker in started:  # shown by pytest only when the test failed
-        print(f"----- worker pid {worker.pid} (exit {worker.proc.returncode}) -----\n{worker.output()}")
-        worker.close()
-
-
 # --- database helpers ----------------------------------------------------------------------------
 def fresh(job_id):
     """The row as committed now: end any open read first (each poll is its own transaction)."""
     db.session.commit()
     return row(job_id)
-
-
-def wait_until(predicate, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def wait_for_row(job_id, predicate, timeout, what):
