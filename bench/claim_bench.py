@@ -248,7 +248,7 @@ def measure(app, scenario, args, recorder):
 
         def new_places(pks):
             def call():
-                turns._kept.clear()  # the read itself, not the process's kept answer (see turns._line)
+                turns._kept.clear()  # the read itself, not the process's kept answer (see turns.places)
                 return queue.queue_positions([jobs[pk] for pk in pks])
             return call
 

@@ -4,7 +4,6 @@ The rule: the runnable job of the owner with the fewest jobs running goes first;
 with as many running, the oldest job. So an owner's m-th queued job takes its turn at
 (jobs that owner has running + m - 1, its id), and the queue runs in the order of that pair:
 one owner's 500 queued jobs take turns with everyone else's instead of going first."""
-import bisect
 import time
 
 import sqlalchemy as sa
@@ -14,7 +13,7 @@ from webapp.extensions import db
 from webapp.models import Job, utcnow
 
 SLOW_PLACES = 0.02  # s: a pass over the queue slower than this is kept a while (see places)
-_kept = {}  # database -> (until when, (running counts, lines))
+_kept = {}  # (database, job pks) -> (until when, places)
 
 
 def running_counts():
@@ -64,42 +63,44 @@ def _lock(pk):
 
 
 def places(jobs, clock=time.monotonic):
-    """{pk: expected place in line} for these queued jobs (1 = the next to start), from the line
-    as it stands: the running counts and each owner's runnable queued ids. Jobs that arrive later
-    or end meanwhile can change it."""
+    """{pk: expected place in line} for these queued jobs (1 = the next to start), in two reads:
+    the running counts, and one pass over the runnable queue counting, per owner, its jobs and
+    those older than each of `jobs`. Jobs that arrive later or end meanwhile can change it.
+    The pass is index-only (ix_jobs_queue_head) and sends back a row per owner, but it costs
+    what the queue holds: when it takes long (a queue of 100,000), its answer is kept for ten
+    times as long, so asking about the same jobs spends at most a tenth of the time on it."""
     if not jobs:
         return {}
-    running, lines = _line(clock)
-    return {job.id: _place(job, running, lines) for job in jobs} if lines else {}
-
-
-def _line(clock):
-    """(running counts, {owner: its runnable queued ids, oldest first}): one read of the queue,
-    through its covering index, shared by every job asked about. The read costs what the queue
-    holds: when it takes long (a queue of 100,000), its answer is kept for ten times as long,
-    so this process spends at most a tenth of its time on it."""
-    key = str(db.engine.url)
+    key = (str(db.engine.url), tuple(sorted(job.id for job in jobs)))
     kept = _kept.get(key)
     if kept and kept[0] > clock():
         return kept[1]
     started = clock()
-    running, lines = running_counts(), {}
-    for owner, pk in db.session.execute(sa.select(Job.owner, Job.id).where(*_runnable(utcnow())).order_by(Job.id)):
-        lines.setdefault(owner, []).append(pk)
+    found = _count_places(jobs)
     took = clock() - started
     if took > SLOW_PLACES:
-        _kept[key] = (clock() + 10 * took, (running, lines))
-    return running, lines
+        if len(_kept) > 256:
+            _kept.clear()
+        _kept[key] = (clock() + 10 * took, found)
+    return found
 
 
-def _place(job, running, lines):
+def _count_places(jobs):
+    running = running_counts()
+    older = [sa.func.sum(sa.case((Job.id < job.id, 1), else_=0)) for job in jobs]
+    query = sa.select(Job.owner, sa.func.count(), *older).where(*_runnable(utcnow())).group_by(Job.owner)
+    lines = {owner: (queued, [int(n or 0) for n in ahead]) for owner, queued, *ahead in db.session.execute(query)}
+    return {job.id: _place(job, index, lines, running) for index, job in enumerate(jobs)}
+
+
+def _place(job, index, lines, running):
     """1 + the queued jobs whose turn comes first: the owner's own older ones, and from every
     other owner those whose (running + place in its own line) is lower, or equal and older."""
-    own_ahead = bisect.bisect_left(lines.get(job.owner, []), job.id)
+    own_ahead = lines.get(job.owner, (0, [0] * (index + 1)))[1][index]
     turn = running.get(job.owner, 0) + own_ahead
     place = 1 + own_ahead
-    for owner, ids in lines.items():
-        lead = turn - running.get(owner, 0)  # how many of its jobs come first outright
-        if owner != job.owner and lead >= 0:
-            place += min(len(ids), lead + (lead < len(ids) and ids[lead] < job.id))
+    for owner, (queued, ahead) in lines.items():
+        if owner != job.owner:
+            lead = turn - running.get(owner, 0)  # how many of its jobs come first outright
+            place += min(queued, max(0, lead + (ahead[index] > lead)))
     return place
