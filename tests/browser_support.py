@@ -330,3 +330,26 @@ class Nginx:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# --- jobs that belong to a page's browser ------------------------------------------------------------
+def _csrf(page, base_url):
+    """The page's browser context's CSRF token (its session is made on this first visit if need be)."""
+    html = page.request.get(base_url + "/").text()
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def browser_job(page, base_url, prompt="Explain server-sent events", num_predict=60):
+    """A job made as the form makes it, by the page's browser context: its session owns the job,
+    so `/` lists it and its card offers Cancel. Returns the job id."""
+    response = page.request.post(base_url + "/jobs", max_redirects=0, form={
+        "prompt": prompt, "num_predict": str(num_predict), "csrf_token": _csrf(page, base_url)})
+    assert response.status == 303, response.text()
+    return response.headers["location"].rsplit("/", 1)[1]
+
+
+def browser_cancel(page, base_url, job_id):
+    """Cancel a job as its owner's browser does (the form's POST, with the CSRF token)."""
+    response = page.request.post(f"{base_url}/jobs/{job_id}/cancel", max_redirects=0,
+                                 form={"csrf_token": _csrf(page, base_url)})
+    assert response.status == 303, response.text()

@@ -19,6 +19,8 @@ from browser_support import (
     WEB_ENV,
     WORKER_ENV,
     Nginx,
+    browser_cancel,
+    browser_job,
     card_regressions,
     read_card,
     render_history,
@@ -288,10 +290,10 @@ def test_a_burst_of_held_back_events_never_takes_the_card_back(nginx, database_u
 
 def test_the_page_stops_connecting_once_every_job_ended(web, open_page, artifacts):
     page, net = open_page()
-    job_id = create_job(web)  # no worker: it stays queued until cancelled
+    job_id = browser_job(page, web.url)  # no worker: it stays queued until cancelled
     page.goto(web.url + "/")
     page.wait_for_function("() => window.__probe.sse.length > 0", timeout=10_000)
-    assert requests.post(f"{web.url}{API}/{job_id}/cancel", timeout=10).status_code == 202
+    browser_cancel(page, web.url, job_id)
     wait_for_cards(page, all_ended("cancelled"), timeout=10)
     page.wait_for_timeout(7_500)
     artifacts.screenshot(page, "cancelled-7.5s-later")
@@ -307,7 +309,7 @@ def test_ten_jobs_share_one_sse_connection(web, open_page, artifacts, database_u
     page, net = open_page()
     with Simulator(tokens_per_second=20.0, jitter=0.1) as sim, \
             WorkerProcess(database_url, sim.url, WORKER_CONCURRENCY="10", **WORKER_ENV):
-        job_ids = [create_job(web, prompt=f"Job number {n}", num_predict=60) for n in range(10)]
+        job_ids = [browser_job(page, web.url, prompt=f"Job number {n}", num_predict=60) for n in range(10)]
         page.goto(web.url + "/")
         cards = wait_for_cards(page, lambda cards: len(cards) == 10, timeout=10)
         assert sorted(card["job"] for card in cards) == sorted(job_ids)
@@ -405,7 +407,7 @@ def test_cancel_from_the_card_stops_the_generation(web, open_page, artifacts, da
     page, net = open_page()
     with Simulator(tokens_per_second=10.0, jitter=0.1) as sim, \
             WorkerProcess(database_url, sim.url, **WORKER_ENV):
-        job_id = create_job(web, num_predict=400)  # 40 s unless cancelled
+        job_id = browser_job(page, web.url, num_predict=400)  # 40 s unless cancelled; this browser's own
         page.goto(f"{web.url}/jobs/{job_id}")
         wait_for_cards(page, lambda cards: cards[0]["phase"] == "generating" and tokens(cards[0]) >= 5,
                        timeout=20)

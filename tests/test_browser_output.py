@@ -24,6 +24,7 @@ from browser_support import (
     WORKER_ENV,
     Nginx,
     Probe,
+    browser_job,
     read_card,
     tokens,
     wait_for_cards,
@@ -408,7 +409,7 @@ def test_index_cards_show_the_last_line_as_it_changes(web, open_page, artifacts,
     lines = [f"Line {n:02d} of the answer.\n" for n in range(1, 81)]
     with Simulator(tokens_per_second=20.0, jitter=0.1) as sim:
         sim.script = lines  # about 4 s
-        job_id = create_job(web, num_predict=1000)
+        job_id = browser_job(page, web.url, num_predict=1000)  # `/` lists this browser's own jobs
         page.goto(web.url + "/")
         tail = page.locator(f"#card-{job_id} .card-tail")
         tails, shot = [], False
