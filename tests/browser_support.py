@@ -353,3 +353,14 @@ def browser_cancel(page, base_url, job_id):
     response = page.request.post(f"{base_url}/jobs/{job_id}/cancel", max_redirects=0,
                                  form={"csrf_token": _csrf(page, base_url)})
     assert response.status == 303, response.text()
+
+
+def page_wait_until(page, condition, timeout, what):
+    """Poll `condition()` (pumping Playwright's events) until it is truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        page.wait_for_timeout(50)
+    raise AssertionError(f"{what} did not happen in {timeout} s")

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from simulator import Simulator
 
-from browser_support import WORKER_ENV, Nginx, Probe
+from browser_support import WORKER_ENV, Nginx, Probe, page_wait_until
 from servers import WorkerProcess
 
 pytestmark = pytest.mark.browser
@@ -133,17 +133,6 @@ def wait_for_batch(page, predicate, timeout=30.0, what="the batch card"):
             return card
         page.wait_for_timeout(50)
     raise AssertionError(f"{what} did not reach the expected state in {timeout} s; last seen: {card}")
-
-
-def wait_until(page, condition, timeout, what):
-    """Poll `condition()` (pumping Playwright's events) until it is truthy; its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        page.wait_for_timeout(50)
-    raise AssertionError(f"{what} did not happen in {timeout} s")
 
 
 def submit_batch(page, base_url, num_predict, items=ITEMS):
@@ -342,7 +331,7 @@ def test_a_batch_runs_to_its_end_by_polling_when_sse_cannot(request, web, open_p
             artifacts.screenshot(page, "polling-only-done")
             if proxy:  # the held-back stream arrives in one burst once it ends: it must not take the card back
                 [stream] = streams(net, batch_id)
-                wait_until(page, lambda: stream["done_at"] is not None, 10, "the end of the held-back stream")
+                page_wait_until(page, lambda: stream["done_at"] is not None, 10, "the end of the held-back stream")
                 page.wait_for_function("() => window.__probe.closes.length > 0", timeout=5_000)
                 card = read_batch(page)
         finally:

@@ -9,7 +9,6 @@ Screenshots and network logs go to test-output/browser/<test name>/.
 import re
 import secrets
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,7 +17,7 @@ from playwright.sync_api import expect
 
 from simulator import Simulator
 
-from browser_support import WEB_ENV, WORKER_ENV, tokens, wait_for_cards
+from browser_support import WEB_ENV, WORKER_ENV, page_wait_until, tokens, wait_for_cards
 from servers import Gunicorn, WorkerProcess, free_port
 
 pytestmark = pytest.mark.browser
@@ -58,17 +57,6 @@ def fetch_post(page, url, csrf):
     """POST from the page's own script (same origin, its cookies), as htmx would: the status."""
     return page.evaluate("""([url, csrf]) => fetch(url, {method: "POST",
         headers: {"X-CSRF-Token": csrf, "HX-Request": "true"}}).then((r) => r.status)""", [url, csrf])
-
-
-def wait_until(page, condition, timeout, what):
-    """Poll `condition()` (pumping Playwright's events) until it is truthy; its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        page.wait_for_timeout(50)
-    raise AssertionError(f"{what} did not happen in {timeout} s")
 
 
 def cancel_button(page, job_id):
@@ -285,7 +273,7 @@ def test_forms_posted_from_another_origin_change_nothing(web, open_page, artifac
 
         with AttackSite(ATTACK_PAGE.format(web=web.url, job=job_id, api=API)) as site:
             page_a.goto(f"http://{attacker_host}:{site.port}/")
-            wait_until(page_a, lambda: len(posts) == 3, 15, "the answers to the other site's three form posts")
+            page_wait_until(page_a, lambda: len(posts) == 3, 15, "the answers to the other site's three form posts")
             artifacts.screenshot(page_a, "other-site-after-posting")
         answers = sorted((p.url, p.status) for p in posts)
         headers = {p.url: p.request.all_headers() for p in posts}

@@ -23,7 +23,7 @@ from webapp.models import Batch
 from webapp.web import batch_stream, csrf, live, sse, watch
 from webapp.web.access import admit, browser_owner, own_batch_or_404, readable_batch_or_404
 from webapp.web.batch_input import clean, from_file, from_lines
-from webapp.web.validation import InvalidInput
+from webapp.web.validation import InvalidInput, form_defaults
 
 bp = Blueprint("batch_pages", __name__)
 STOP_POLLING = 286
@@ -64,7 +64,7 @@ def create():
     owner = browser_owner(create=True)
     form = {key: request.form.get(key, "").strip() for key in ("prompts", "model", "num_predict")}
     try:
-        items = clean(_rows(form), _defaults(form), current_app.config["DEFAULT_MODEL"])
+        items = clean(_rows(form), form_defaults(form), current_app.config["DEFAULT_MODEL"])
     except InvalidInput as error:
         return index(str(error), form, 400)
     admit(owner, items=len(items))
@@ -77,16 +77,6 @@ def _rows(form):
     if upload and upload.filename:
         return from_file(upload.filename, upload.read())
     return from_lines(form["prompts"])
-
-
-def _defaults(form):
-    defaults = {"model": form["model"] or None}
-    if form["num_predict"]:
-        try:
-            defaults["options"] = {"num_predict": int(form["num_predict"])}
-        except ValueError:
-            raise InvalidInput("num_predict", "must be a whole number") from None
-    return defaults
 
 
 @bp.get("/batches/<batch_id>")

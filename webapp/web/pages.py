@@ -17,7 +17,7 @@ from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web import csrf, live, sse
 from webapp.web.access import admit, browser_owner, may_read, own_job_or_404, readable_job_or_404
 from webapp.web.events import event_id, text_event, text_events
-from webapp.web.validation import InvalidInput, generation_request, whole_numbers
+from webapp.web.validation import InvalidInput, form_defaults, generation_request, whole_numbers
 
 bp = Blueprint("pages", __name__)
 STOP_POLLING = 286  # htmx 2: "stop polling"; the final card also carries no trigger
@@ -84,13 +84,7 @@ def create():
 
 
 def _as_request(form):
-    body = {"prompt": form["prompt"], "model": form["model"] or None}
-    if form["num_predict"]:
-        try:
-            body["options"] = {"num_predict": int(form["num_predict"])}
-        except ValueError:
-            raise InvalidInput("num_predict", "must be a whole number") from None
-    return body
+    return {"prompt": form["prompt"], **form_defaults(form)}
 
 
 def with_text(job):

@@ -144,3 +144,14 @@ def list_filters(args, default_limit=20):
     if model is not None and (len(model) > 200 or not MODEL_NAME.fullmatch(model)):
         raise InvalidInput("model", "must be an Ollama model name such as 'llama3.2'")
     return {"limit": limit[0], "after": args.get("after") or None, "status": status, "model": model}
+
+
+def form_defaults(form):
+    """A form's model and Max tokens fields as request fields (the job form's and the batch form's)."""
+    fields = {"model": form["model"] or None}
+    if form["num_predict"]:
+        try:
+            fields["options"] = {"num_predict": int(form["num_predict"])}
+        except ValueError:
+            raise InvalidInput("num_predict", "must be a whole number") from None
+    return fields
