@@ -883,3 +883,13 @@ def test_a_second_cancel_while_running_items_stop_changes_nothing(client):
     ended = batch_row(batch_id)
     assert (ended.status, ended.cancelled, ended.item_ms) == ("cancelled", 2, 0), "a cancelled item's time is no mean's"
 
+
+
+@both_backends
+def test_an_items_page_links_back_to_its_batch_and_a_single_jobs_page_does_not(client):
+    batch_id = create(client, [{"prompt": "first"}, {"prompt": "second"}])
+    second = items_of(batch_id)[1]
+    page = client.get(f"/jobs/{second.job_id}").get_data(as_text=True)
+    assert f'href="/batches/{batch_id}">a batch of 2</a>' in page and "Item 2 of" in page
+    single = client.post("/api/v1/ai/generation", json={"prompt": "alone"}).get_json()["job_id"]
+    assert "batch-link" not in client.get(f"/jobs/{single}").get_data(as_text=True)

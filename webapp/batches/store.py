@@ -54,6 +54,11 @@ def get(batch_id):
     return db.session.execute(query).scalar_one_or_none()
 
 
+def of_item(job):
+    """The batch a job is an item of, or None."""
+    return db.session.get(Batch, job.batch_pk) if job.batch_pk is not None else None
+
+
 def owned(owner, limit, after=None):
     """This owner's batches, newest first, older than the batch `after` (a pk)."""
     query = sa.select(Batch).where(Batch.owner == owner).order_by(Batch.id.desc()).limit(limit)

@@ -13,6 +13,7 @@ from flask import (
 )
 
 from webapp import ollama, output, queue, statuses
+from webapp.batches import store as batch_store
 from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web import csrf, live, sse
 from webapp.web.access import admit, browser_owner, may_read, own_job_or_404, readable_job_or_404
@@ -98,7 +99,8 @@ def with_text(job):
 @bp.get("/jobs/<job_id>")
 def job(job_id):
     job = readable_job_or_404(job_id)
-    return render_template("job.html", job=with_text(job), mine=job.owner == browser_owner())
+    return render_template("job.html", job=with_text(job), mine=job.owner == browser_owner(),
+                           batch=batch_store.of_item(job), item_index=job.batch_index)
 
 
 @bp.get("/jobs/<job_id>/card")
