@@ -1,4 +1,5 @@
 """The SSE benchmarks' gevent side (import after monkey.patch_all()): raw-socket stream clients, gunicorn, watchdog."""
+import abc
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ class Client:
         self.greenlet = None
 
 
-class Load:
+class Load(abc.ABC):
     """Clients of one web process, a greenlet each: an HTTP/1.1 GET of `paths[client.job]` on a raw
     socket, the (chunked) text/event-stream cut into events for on_event(client, event, receive time)."""
 
@@ -44,9 +45,10 @@ class Load:
         self.clients = []
         self.errors = {}
 
+    @abc.abstractmethod
     def on_event(self, c, block, now):
-        """One event, without its blank line (the last line's own \\n is in `block`)."""
-        raise NotImplementedError
+        """One event, without its blank line (the last line's own \\n is in `block`); each
+        load (bench/sse_bench.py, bench/output_bench.py) says what it counts."""
 
     # one client --------------------------------------------------------------------------------
     def run_client(self, c):

@@ -11,9 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from simulator import Simulator
-from webapp import keys, owners
+from webapp import owners
 from webapp.extensions import db
 from webapp.models import Batch, Job
+from webapp.owners import keys
 
 from helpers import wait_until
 

@@ -14,9 +14,10 @@ from datetime import UTC, timedelta
 import pytest
 import sqlalchemy as sa
 
-from webapp import keys, queue, statuses
+from webapp import queue, statuses
 from webapp.extensions import db
 from webapp.models import Batch, Job, utcnow
+from webapp.owners import keys
 from webapp.web import batch_input
 
 from helpers import WorkerThread, both_backends, wait_until

@@ -7,9 +7,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import sqlalchemy as sa
 
-from webapp import keys, owners, queue, ratelimits, statuses
+from webapp import owners, queue, ratelimits, statuses
 from webapp.extensions import db
 from webapp.models import ApiKey, Batch, Job, new_job_id, utcnow
+from webapp.owners import keys
 
 from helpers import both_backends, row
 

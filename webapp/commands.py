@@ -2,7 +2,8 @@
 import click
 from flask.cli import AppGroup
 
-from webapp import keys, retention
+from webapp import retention
+from webapp.owners import keys
 
 jobs = AppGroup("jobs", help="Manage generation jobs.")
 api_keys = AppGroup("keys", help="Manage the JSON API's keys.")

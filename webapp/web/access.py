@@ -7,8 +7,9 @@ import secrets
 from flask import current_app, request, session
 from werkzeug.exceptions import NotFound, TooManyRequests, Unauthorized
 
-from webapp import keys, owners, queue, ratelimits
+from webapp import owners, queue, ratelimits
 from webapp.batches import store as batch_store
+from webapp.owners import keys
 
 SESSION_OWNER = "owner"
 

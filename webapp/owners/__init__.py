@@ -1,5 +1,6 @@
-"""Who owns a job, as the `owner` column names it: a browser session, an API key, the
-API_TOKEN, or (while the API is open, with no key at all) the one anonymous API caller."""
+"""Owners: who owns a job, as the `owner` column names it: a browser session, an API key (made
+and found in `keys`), the API_TOKEN, or (while the API is open, with no key at all) the one
+anonymous API caller."""
 import hashlib
 
 ANONYMOUS = "anonymous"
