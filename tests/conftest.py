@@ -22,7 +22,8 @@ def make_app(url, **overrides):
     return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **overrides})
 
 
-DROP_ALL = ("DROP TABLE IF EXISTS ai_api_keys, ai_rate_windows, ai_generation_output, ai_generation_jobs, "
+DROP_ALL = ("DROP TABLE IF EXISTS ai_webhook_deliveries, ai_api_keys, ai_rate_windows, ai_generation_output, "
+            "ai_generation_jobs, "
             "ai_generation_batches, alembic_version")
 
 
@@ -80,6 +81,7 @@ def backend(request):
 def database_url(request, backend, tmp_path, sqlite_template):
     if backend == "mysql":
         url = request.getfixturevalue("mysql_url")
+        run_sql(url, "DELETE FROM ai_webhook_deliveries")
         run_sql(url, "DELETE FROM ai_generation_jobs")
         run_sql(url, "DELETE FROM ai_generation_batches")
         run_sql(url, "DELETE FROM ai_rate_windows")

@@ -1,4 +1,5 @@
 """Settings, read from the environment in one place (12-factor), with laptop defaults."""
+import base64
 import logging
 import os
 import re
@@ -84,6 +85,41 @@ def _positive(env, name, default):
     return value
 
 
+def _delays(env, name, default):
+    raw = env.get(name, default)
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        delays = ()
+    if not delays or min(delays) < 0:
+        raise SettingError(f"{name} must be seconds separated by commas, such as 5,300,1800; got {raw!r}")
+    return delays
+
+
+def _origins(raw):
+    """'https://a.example, https://b.example' to a set of origins, each as a browser sends it."""
+    origins = {part.strip().rstrip("/").lower() for part in raw.split(",") if part.strip()}
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            raise SettingError(f"CORS_ORIGINS must list origins such as https://app.example, got {origin!r}")
+    return frozenset(origins)
+
+
+def webhook_secret(env):
+    """WEBHOOK_SECRET as Standard Webhooks writes it (whsec_ and base64), or None."""
+    raw = env.get("WEBHOOK_SECRET") or None
+    if raw is None:
+        return None
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) < 24:
+        raise SettingError("WEBHOOK_SECRET must be whsec_ followed by the base64 of 24 or more random bytes; "
+                           "see the README's Webhooks section for a command that makes one")
+    return raw
+
+
 def log_level(env):
     level = env.get("LOG_LEVEL", "INFO").upper()
     if logs.level_problem(level):
@@ -120,6 +156,17 @@ def from_env(env, instance_path):
         "DB_WRITE_TIMEOUT": _positive(env, "DB_WRITE_TIMEOUT", 10),
         "SSE_PING_INTERVAL": _float(env, "SSE_PING_INTERVAL", 15),
         "LOG_LEVEL": log_level(env),
+        # Webhooks (webapp/webhooks): the Standard Webhooks signing secret (whsec_ + base64); none
+        # set: a create that asks for a webhook is refused, as nothing could be signed.
+        "WEBHOOK_SECRET": webhook_secret(env),
+        "WEBHOOK_ALLOW_HTTP": env.get("WEBHOOK_ALLOW_HTTP", "") == "1",
+        # Loopback, private, link-local and cloud-metadata targets: refused unless this is 1.
+        "WEBHOOK_ALLOW_PRIVATE": env.get("WEBHOOK_ALLOW_PRIVATE", "") == "1",
+        "WEBHOOK_TIMEOUT": _positive(env, "WEBHOOK_TIMEOUT", 10),
+        # Seconds before each retry: Standard Webhooks' schedule (about 27 hours in all).
+        "WEBHOOK_RETRY_DELAYS": _delays(env, "WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,18000,36000,36000"),
+        # Origins whose pages may embed the progress card (static/embed.js): comma-separated.
+        "CORS_ORIGINS": _origins(env.get("CORS_ORIGINS", "")),
         "OLLAMA_READ_TIMEOUT": _float(env, "OLLAMA_READ_TIMEOUT", 300),
         # A prompt may be 32,000 characters; JSON escapes can make that ~6x in bytes.
         "MAX_CONTENT_LENGTH": 1024 * 1024,

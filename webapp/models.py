@@ -57,6 +57,9 @@ class Job(db.Model):
     batch_index: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     batch_seq: so.Mapped[int | None] = so.mapped_column(sa.Integer)
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default=statuses.QUEUED)
+    # Where to tell of its changes (a webhook URL), and which events ("start,output,completed").
+    webhook: so.Mapped[str | None] = so.mapped_column(sa.String(2000))
+    webhook_events: so.Mapped[str | None] = so.mapped_column(sa.String(40))
     phase: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     prompt: so.Mapped[str] = so.mapped_column(LongText)
     system: so.Mapped[str | None] = so.mapped_column(LongText)
@@ -147,6 +150,9 @@ class Batch(db.Model):
     last_ended_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     cancel_requested: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False)
     version: so.Mapped[int] = so.mapped_column(sa.Integer, default=1)
+    # Where to tell of its changes (a webhook URL), and which events ("start,output,completed").
+    webhook: so.Mapped[str | None] = so.mapped_column(sa.String(2000))
+    webhook_events: so.Mapped[str | None] = so.mapped_column(sa.String(40))
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
     completed_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
     last_update_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
@@ -154,6 +160,38 @@ class Batch(db.Model):
     @property
     def ended(self):
         return self.completed + self.failed + self.cancelled
+
+
+class WebhookDelivery(db.Model):
+    """One webhook to send (the outbox): written in the transaction of the change it tells of,
+    sent by a worker, retried with back-off until it is delivered or its tries run out. Its
+    public id is the `webhook-id` of every try, so a receiver can drop a repeat; its body is
+    fixed when it is recorded, so every try carries the same bytes."""
+    __tablename__ = "ai_webhook_deliveries"
+    __table_args__ = (
+        sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+        sa.Index("ix_deliveries_job", "job_pk", "id"),
+        sa.Index("ix_deliveries_batch", "batch_pk", "id"),
+        {"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},
+    )
+
+    id: so.Mapped[int] = so.mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: so.Mapped[str] = so.mapped_column(PublicId, unique=True)
+    job_pk: so.Mapped[int | None] = so.mapped_column(
+        BigId, sa.ForeignKey("ai_generation_jobs.id", ondelete="CASCADE"))
+    batch_pk: so.Mapped[int | None] = so.mapped_column(
+        BigId, sa.ForeignKey("ai_generation_batches.id", ondelete="CASCADE"))
+    event: so.Mapped[str] = so.mapped_column(sa.String(16))  # start, output or completed
+    url: so.Mapped[str] = so.mapped_column(sa.String(2000))
+    body: so.Mapped[str] = so.mapped_column(LongText)  # the JSON sent, signed as it is
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default="pending")  # then delivered or failed
+    attempts: so.Mapped[int] = so.mapped_column(sa.Integer, default=0)
+    next_attempt_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    lease_until: so.Mapped[datetime | None] = so.mapped_column(Timestamp)  # a sender has it until then
+    last_status_code: so.Mapped[int | None] = so.mapped_column(sa.Integer)
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+    delivered_at: so.Mapped[datetime | None] = so.mapped_column(Timestamp)
 
 
 class OutputPiece(db.Model):

@@ -9,6 +9,7 @@ from webapp.batches import counters
 from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.models import Job, new_job_id, utcnow
+from webapp.webhooks import outbox
 
 
 def _bump(**values):
@@ -18,23 +19,32 @@ def _bump(**values):
 
 def _update(where, then=None, **values):
     """One conditional UPDATE in its own short transaction; returns the number of rows changed.
-    `then` (a statement, or a list of them) runs in the same transaction, only if the UPDATE
-    changed the row."""
+    `then` (a statement or a function, or a list of them) runs in the same transaction, only if
+    the UPDATE changed the row."""
     statement = sa.update(Job).where(*where).values(**_bump(**values))
     # No ORM synchronisation: callers re-read what they need; it would cost a SELECT per write.
     result = db.session.execute(statement.execution_options(synchronize_session=False))
     if result.rowcount and then is not None:
         for follow_up in then if isinstance(then, list) else [then]:
-            db.session.execute(follow_up)
+            if callable(follow_up):
+                follow_up()
+            elif follow_up is not None:
+                db.session.execute(follow_up)
     db.session.commit()
     return result.rowcount
 
 
-def enqueue(prompt, model, system=None, options=None, owner=owners.ANONYMOUS):
+def _ended(job_pk, status):
+    """What goes with a job's end, in its transaction: its batch's counters, and its webhook."""
+    return [*counters.item_ended(job_pk, status), lambda: outbox.record_job(job_pk, "completed")]
+
+
+def enqueue(prompt, model, system=None, options=None, owner=owners.ANONYMOUS, webhook=None, webhook_events=None):
     """A new queued job. Its ids stay readable after the commit without a query: reading them
     back could fail on a database blink, and a client told 503 would send the job again."""
     job = Job(job_id=new_job_id(), owner=owner, prompt=prompt, model=model, system=system,
-              options=options or {}, status=statuses.QUEUED, prompt_kind=prompt_kind(prompt, system))
+              options=options or {}, status=statuses.QUEUED, prompt_kind=prompt_kind(prompt, system),
+              webhook=webhook, webhook_events=webhook_events)
     db.session.add(job)
     db.session.flush()
     ids = {"id": job.id, "job_id": job.job_id}
@@ -102,7 +112,8 @@ def claim(worker_id, lease_seconds):
             db.session.commit()
             return None
         # The conditional UPDATE is the arbiter: on SQLite, whoever changes the row won it.
-        won = _update((Job.id == job_pk, Job.status == statuses.QUEUED), status=statuses.PROCESSING,
+        won = _update((Job.id == job_pk, Job.status == statuses.QUEUED), then=_told(job_pk, "start"),
+                      status=statuses.PROCESSING,
                       phase="waiting_model", worker_id=worker_id, attempts=Job.attempts + 1, runs=Job.runs + 1,
                       error_message=None,  # a retry's "trying again" note is over; last_error stays
                       started_at=sa.func.coalesce(Job.started_at, now),
@@ -112,24 +123,30 @@ def claim(worker_id, lease_seconds):
     return None
 
 
+def _told(job_pk, event):
+    return lambda: outbox.record_job(job_pk, event)
+
+
 def _owned(job_pk, worker_id):
     return (Job.id == job_pk, Job.worker_id == worker_id, Job.status == statuses.PROCESSING)
 
 
-def heartbeat(job_pk, worker_id, lease_seconds, pieces=None, **fields):
+def heartbeat(job_pk, worker_id, lease_seconds, pieces=None, tell_output=False, **fields):
     """Fenced progress write that renews the lease, with the text's new `pieces` (an INSERT of
-    output rows) in the same transaction: the row's character counts and the pieces always agree. False:
-    the job is no longer ours to run (cancel requested, recovered by the sweep, or taken by
-    another worker), and nothing was written."""
+    output rows) in the same transaction: the row's character counts and the pieces always agree;
+    and, with `tell_output`, the webhook's `output` delivery. False: the job is no longer ours to
+    run (cancel requested, recovered by the sweep, or taken by another worker), and nothing was
+    written."""
     where = (*_owned(job_pk, worker_id), Job.cancel_requested.is_(False))
     lease = utcnow() + timedelta(seconds=lease_seconds)
-    return _update(where, then=pieces, lease_until=lease, **fields) == 1
+    then = [pieces, (lambda: outbox.record_job_output(job_pk)) if tell_output else None]
+    return _update(where, then=then, lease_until=lease, **fields) == 1
 
 
 def finish(job_pk, worker_id, status, **fields):
     """Fenced final write: `completed`, `failed` or `cancelled`. A cancel that came after the
     generation finished does not stop it from being completed."""
-    return _update(_owned(job_pk, worker_id), then=counters.item_ended(job_pk, status), status=status,
+    return _update(_owned(job_pk, worker_id), then=_ended(job_pk, status), status=status,
                    completed_at=utcnow(), phase=None, worker_id=None, lease_until=None, output_latest=None,
                    **fields) == 1
 
@@ -163,7 +180,7 @@ def cancel_requested(job_pk):
 def request_cancel(job):
     """'cancelled' (a queued job, at once), 'requested' (a running job; the worker stops it),
     or None once the job has ended."""
-    if _update((Job.id == job.id, Job.status == statuses.QUEUED), then=counters.item_ended(job.id, statuses.CANCELLED),
+    if _update((Job.id == job.id, Job.status == statuses.QUEUED), then=_ended(job.id, statuses.CANCELLED),
                status=statuses.CANCELLED, completed_at=utcnow(), error_message="Cancelled before it started."):
         return statuses.CANCELLED
     if _update((Job.id == job.id, Job.status == statuses.PROCESSING), cancel_requested=True):
@@ -193,5 +210,5 @@ def _end_each(where, status, limit=500, **values):
     sweep finds few: a lost worker's jobs). The next sweep takes any past `limit`."""
     pks = db.session.scalars(sa.select(Job.id).where(*where).limit(limit)).all()
     db.session.commit()
-    return sum(_update((Job.id == pk, *where), then=counters.item_ended(pk, status), status=status, **values)
+    return sum(_update((Job.id == pk, *where), then=_ended(pk, status), status=status, **values)
                for pk in pks)

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from webapp import statuses
 from webapp.extensions import db
-from webapp.models import Batch, Job, OutputPiece, utcnow
+from webapp.models import Batch, Job, OutputPiece, WebhookDelivery, utcnow
 
 BATCH = 1000  # jobs per transaction: a first purge of a large table must not hold locks for long
 
@@ -35,6 +35,7 @@ def _delete_batch(batch_pk, ended):
         return 0
     # MySQL's ON DELETE CASCADE took the items and pieces already; SQLite does not enforce it.
     db.session.execute(sa.delete(OutputPiece).where(OutputPiece.job_pk.in_(items)))
+    db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.batch_pk == batch_pk))
     db.session.execute(sa.delete(Job).where(Job.batch_pk == batch_pk))
     db.session.commit()
     return count
@@ -46,6 +47,7 @@ def _delete_jobs(query):
     while ids := db.session.scalars(query.order_by(Job.id).limit(BATCH)).all():
         # The pieces first: SQLite does not enforce the foreign key's ON DELETE CASCADE.
         db.session.execute(sa.delete(OutputPiece).where(OutputPiece.job_pk.in_(ids)))
+        db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.job_pk.in_(ids)))
         deleted += db.session.execute(sa.delete(Job).where(Job.id.in_(ids))).rowcount
         db.session.commit()
     return deleted

@@ -3,7 +3,9 @@ ends an item, so the counters always agree with the items."""
 import sqlalchemy as sa
 
 from webapp import statuses
+from webapp.extensions import db
 from webapp.models import Batch, Job, utcnow
+from webapp.webhooks import outbox
 
 TIMED = (statuses.COMPLETED, statuses.FAILED)  # the ends whose time says how long an item takes
 
@@ -34,7 +36,19 @@ def item_ended(job_pk, status):
     number = (sa.update(Job).where(Job.id == job_pk, Job.batch_pk.is_not(None))
               .values(batch_seq=ours.with_only_columns(Batch.log_seq).scalar_subquery(),
                       completed_at=ours.with_only_columns(Batch.last_ended_at).scalar_subquery()))
-    return [count, number, close(Batch.id == batch_of)]
+    return [count, number, lambda: close_and_tell(job_pk)]
+
+
+def close_and_tell(job_pk):
+    """After an item's end is counted: its batch's end if that was the last, else one more item
+    ended; each told to the batch's webhook, in the same transaction."""
+    batch_pk = db.session.scalar(sa.select(Job.batch_pk).where(Job.id == job_pk))
+    if batch_pk is None:
+        return
+    if db.session.execute(close(Batch.id == batch_pk)).rowcount:
+        outbox.record_batch(batch_pk, "completed")
+    else:
+        outbox.record_batch_output(batch_pk)
 
 
 def later(column, value):

@@ -7,6 +7,7 @@ from webapp.batches.counters import bump, close
 from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.models import Batch, Job, new_job_id, utcnow
+from webapp.webhooks import outbox
 
 MAX_ITEMS = 10_000
 INSERT_ROWS = 1_000  # rows per executemany: multi-row INSERTs (the driver splits them by size), one transaction
@@ -22,18 +23,20 @@ RETRIED = {"status": statuses.QUEUED, "phase": None, "worker_id": None, "lease_u
            "total_tokens": None}
 
 
-def create(owner, items, model):
+def create(owner, items, model, webhook=None, webhook_events=None):
     """A batch of `items` (cleaned job requests: prompt, model, system, options), all queued in one
-    transaction, in multi-row inserts. `model` is the batch's default, shown as its model."""
+    transaction, in multi-row inserts, with its webhook's `start` delivery. `model` is the batch's
+    default, shown as its model."""
     now = utcnow()
     batch = Batch(batch_id=new_job_id(), owner=owner, model=model, total=len(items), status=statuses.PROCESSING,
                   completed=0, failed=0, cancelled=0, tokens=0, item_ms=0, log_seq=0, cancel_requested=False,
-                  version=1, created_at=now, last_update_at=now)
+                  version=1, created_at=now, last_update_at=now, webhook=webhook, webhook_events=webhook_events)
     db.session.add(batch)
     db.session.flush()
     rows = [_item_row(batch.id, owner, index, item, now) for index, item in enumerate(items)]
     for start in range(0, len(rows), INSERT_ROWS):
         db.session.execute(sa.insert(Job), rows[start:start + INSERT_ROWS])
+    outbox.record_batch(batch.id, "start")
     db.session.commit()
     return batch
 
@@ -134,7 +137,8 @@ def cancel(batch):
     db.session.execute(sa.update(Batch).where(Batch.id == batch.id)
                        .values(cancelled=Batch.cancelled + cancelled, log_seq=base + 1 + batch.total,
                                last_ended_at=now if cancelled else last_end))
-    db.session.execute(close(Batch.id == batch.id))
+    if db.session.execute(close(Batch.id == batch.id)).rowcount:
+        outbox.record_batch(batch.id, "completed")
     db.session.commit()
     return cancelled
 

@@ -9,8 +9,10 @@ from webapp.web import (
     batch_pages,
     batch_stream,
     cookies,
+    cors,
     errors,
     limits,
+    openapi,
     origins,
     pages,
     security,
@@ -32,6 +34,7 @@ def create_app(config=None):
     cookies.register(app)
     limits.register(app)
     origins.register(app)
+    cors.register(app)
     watch.init_app(app)
     # Flask adds its static route before any setting is read: PROVIDE_AUTOMATIC_OPTIONS missed it.
     for rule in app.url_map.iter_rules("static"):
@@ -49,3 +52,4 @@ def register_blueprints(app):
     app.register_blueprint(streams.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(batch_pages.bp)
+    app.register_blueprint(openapi.bp)

@@ -8,6 +8,8 @@ from webapp import output, queue, statuses
 from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web.access import admit, api_owner, own_job_or_404, readable_job_or_404
 from webapp.web.validation import InvalidInput, generation_request, include_output, list_filters
+from webapp.web.webhook_input import webhook_fields
+from webapp.webhooks import outbox
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/ai/generation")
 
@@ -24,22 +26,27 @@ def read_json():
         raise BadRequest("The body is nested too deeply to be a generation request.") from None
 
 
-def links(job_id):
-    return {
+def links(job_id, webhook=None):
+    found = {
         "status": url_for("api.status", job_id=job_id),
         "progress": url_for("streams.progress", job_id=job_id),
         "card": url_for("pages.card", job_id=job_id),
         "page": url_for("pages.job", job_id=job_id),
     }
+    if webhook:
+        found["webhooks"] = url_for("api.webhooks", job_id=job_id)
+    return found
 
 
 @bp.post("")
 def create():
     owner = api_owner()
-    fields = generation_request(read_json(), current_app.config["DEFAULT_MODEL"])
+    body = read_json()
+    hook = webhook_fields(body)
+    fields = generation_request(body, current_app.config["DEFAULT_MODEL"])
     admit(owner)
-    job = queue.enqueue(**fields, owner=owner)
-    response = jsonify(success=True, job_id=job.job_id, status=statuses.QUEUED, links=links(job.job_id))
+    job = queue.enqueue(**fields, **hook, owner=owner)
+    response = jsonify(success=True, job_id=job.job_id, status=statuses.QUEUED, links=links(job.job_id, job.webhook))
     response.status_code = 202
     response.headers["Location"] = url_for("api.status", job_id=job.job_id)
     return response
@@ -85,3 +92,15 @@ def cancel(job_id):
     message = ("Cancelled." if outcome == statuses.CANCELLED
                else "Cancel requested; the worker stops the generation within a second.")
     return jsonify(success=True, job_id=job_id, cancel=outcome, message=message), 202
+
+
+@bp.get("/<job_id>/webhooks")
+def webhooks(job_id):
+    """The job's webhook deliveries, oldest first (its owner's only: they name where it reports)."""
+    job = own_job_or_404(job_id, api_owner())
+    return jsonify(success=True, **deliveries_of(job, outbox.of_job(job.id)))
+
+
+def deliveries_of(owner, rows):
+    return {"webhook": owner.webhook, "events": owner.webhook_events.split(",") if owner.webhook else [],
+            "deliveries": [outbox.shown(row) for row in rows]}

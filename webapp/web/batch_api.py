@@ -11,9 +11,11 @@ from webapp.batches import snapshots as views
 from webapp.batches import store
 from webapp.extensions import db
 from webapp.web.access import admit, api_owner, own_batch_or_404, readable_batch_or_404
-from webapp.web.api import read_json
+from webapp.web.api import deliveries_of, read_json
 from webapp.web.batch_input import from_json
 from webapp.web.validation import InvalidInput, list_filters, whole_numbers
+from webapp.web.webhook_input import webhook_fields
+from webapp.webhooks import outbox
 
 bp = Blueprint("batches", __name__, url_prefix="/api/v1/ai/generation/batches")
 EXPORT_PAGE = 500  # items per read while a download streams (the connection goes back between reads)
@@ -37,9 +39,11 @@ def batch_view(batch):
 def create():
     owner = api_owner()
     request.max_content_length = current_app.config["MAX_BATCH_BYTES"]
-    items = from_json(read_json(), current_app.config["DEFAULT_MODEL"])
+    body = read_json()
+    hook = webhook_fields(body)
+    items = from_json(body, current_app.config["DEFAULT_MODEL"])
     admit(owner, items=len(items))
-    batch = store.create(owner, items, items[0]["model"])
+    batch = store.create(owner, items, items[0]["model"], **hook)
     response = jsonify(success=True, batch_id=batch.batch_id, total=batch.total, links=links(batch.batch_id))
     response.status_code = 202
     response.headers["Location"] = url_for("batches.status", batch_id=batch.batch_id)
@@ -100,6 +104,13 @@ def cancel(batch_id):
         raise Conflict("The batch has already ended; there is nothing to cancel.")
     return jsonify(success=True, batch_id=batch_id, cancelled_now=cancelled,
                    message="Queued items cancelled; running ones stop within a second."), 202
+
+
+@bp.get("/<batch_id>/webhooks")
+def webhooks(batch_id):
+    """The batch's webhook deliveries, oldest first (its owner's only)."""
+    batch = own_batch_or_404(batch_id, api_owner())
+    return jsonify(success=True, **deliveries_of(batch, outbox.of_batch(batch.id)))
 
 
 @bp.post("/<batch_id>/retry")

@@ -19,7 +19,8 @@ def from_json(body, default_model):
         raise InvalidInput("body", 'must be a JSON object such as {"items": [{"prompt": "Hello"}]}')
     unknown = sorted(set(body) - {"items", *DEFAULTS})
     if unknown:
-        raise InvalidInput(unknown[0], "is not a batch field; use items, model, system, options")
+        raise InvalidInput(unknown[0], "is not a batch field; use items, model, system, options, webhook, "
+                                       "webhook_events_filter")
     items = body.get("items")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
         raise InvalidInput("items", f"must be a list of 1 to {MAX_ITEMS:,} job requests such as "

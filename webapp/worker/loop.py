@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import output, queue, ratelimits, retention
 from webapp.extensions import discard_session
+from webapp.worker.deliveries import Sender
 from webapp.worker.run import Run
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,12 @@ class Worker:
         self.wake = threading.Event()  # a slot came free, or stop() was called
         self.last_sweep = 0.0
         self.last_prune = 0.0
+        self.webhooks = Sender(app)
 
     def serve(self):
         """Claim and run until `stop()`; then drain, release leftovers and return."""
         log.info("worker %s: up to %d jobs at once", self.worker_id, self.concurrency)
+        self.webhooks.start()
         while not self.stopping.is_set():
             self._reap()
             self._maybe_sweep()
@@ -120,6 +123,7 @@ class Worker:
                 if not run.shut_down(give_up_at=deadline):
                     releasing.append((run, thread))
         self._join(releasing, deadline)
+        self.webhooks.stop(max(0.0, deadline - time.monotonic()))
         log.info("worker %s: stopped", self.worker_id)
 
     @staticmethod

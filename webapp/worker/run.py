@@ -12,6 +12,7 @@ from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.ollama import Generation, OllamaError, model_is_loaded
 from webapp.progress import Meter, estimate_tokens, final_speed, prompt_tokens_guess
+from webapp.webhooks import outbox
 from webapp.worker.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Run:
         self.body = {"model": job.model, "prompt": job.prompt, "options": job.options or {},
                      "stream": True, **({"system": job.system} if job.system else {})}
         self.config = app.config
+        self.tells_output = outbox.wants(job, "output")  # its webhook asked for the text as it comes
         num_predict = (job.options or {}).get("num_predict")
         self.meter = Meter(started=clock(), history=history.learned(job.model),
                            kind=job.prompt_kind or prompt_kind(job.prompt, job.system),
@@ -126,7 +128,8 @@ class Run:
                 new, taken = self.text.unwritten()
             self._log_progress(fields)
             ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"],
-                                   pieces=output.pieces(self.pk, self.run_number, new), **fields,
+                                   pieces=output.pieces(self.pk, self.run_number, new),
+                                   tell_output=self.tells_output and bool(new["text"][1]), **fields,
                                    output_latest=output.latest(new), **self.text.chars(new))
             if ours:
                 with self.lock:
