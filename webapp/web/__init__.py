@@ -19,6 +19,7 @@ from webapp.web import (
     streams,
     templating,
     watch,
+    webhook_pages,
 )
 
 
@@ -53,3 +54,4 @@ def register_blueprints(app):
     app.register_blueprint(pages.bp)
     app.register_blueprint(batch_pages.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(webhook_pages.bp)

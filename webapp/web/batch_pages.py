@@ -20,7 +20,7 @@ from webapp.batches import snapshots as views
 from webapp.batches import store
 from webapp.extensions import db
 from webapp.models import Batch
-from webapp.web import batch_stream, csrf, live, sse, watch
+from webapp.web import batch_stream, csrf, live, sse, watch, webhook_pages
 from webapp.web.access import admit, browser_owner, own_batch_or_404, readable_batch_or_404
 from webapp.web.batch_input import clean, from_file, from_lines
 from webapp.web.validation import InvalidInput, form_defaults
@@ -82,7 +82,8 @@ def _rows(form):
 @bp.get("/batches/<batch_id>")
 def page(batch_id):
     batch = readable_batch_or_404(batch_id)
-    return render_template("batch.html", batch=page_view(batch), mine=batch.owner == browser_owner())
+    return render_template("batch.html", batch=page_view(batch), mine=batch.owner == browser_owner(),
+                           deliveries=webhook_pages.of_batch(batch)[0])
 
 
 @bp.get("/batches/<batch_id>/card")

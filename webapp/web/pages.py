@@ -15,7 +15,7 @@ from flask import (
 from webapp import ollama, output, queue, statuses
 from webapp.batches import store as batch_store
 from webapp.snapshots import snapshot_of, snapshots_of
-from webapp.web import csrf, live, sse
+from webapp.web import csrf, live, sse, webhook_pages
 from webapp.web.access import admit, browser_owner, may_read, own_job_or_404, readable_job_or_404
 from webapp.web.events import event_id, text_event, text_events
 from webapp.web.validation import InvalidInput, form_defaults, generation_request, whole_numbers
@@ -100,7 +100,8 @@ def with_text(job):
 def job(job_id):
     job = readable_job_or_404(job_id)
     return render_template("job.html", job=with_text(job), mine=job.owner == browser_owner(),
-                           batch=batch_store.of_item(job), item_index=job.batch_index)
+                           batch=batch_store.of_item(job), item_index=job.batch_index,
+                           deliveries=webhook_pages.of_job(job)[0])
 
 
 @bp.get("/jobs/<job_id>/card")
