@@ -4,6 +4,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import create_app as create_core_app
 from webapp.web import (
+    admin,
     api,
     batch_api,
     batch_pages,
@@ -11,7 +12,9 @@ from webapp.web import (
     cookies,
     cors,
     errors,
+    health,
     limits,
+    metrics,
     openapi,
     origins,
     pages,
@@ -55,3 +58,6 @@ def register_blueprints(app):
     app.register_blueprint(batch_pages.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(webhook_pages.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(admin.bp)

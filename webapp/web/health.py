@@ -1,0 +1,4 @@
+"""`/healthz` and `/readyz`: stub."""
+from flask import Blueprint
+
+bp = Blueprint("health", __name__)

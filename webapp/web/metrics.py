@@ -1,0 +1,4 @@
+"""`/metrics` for Prometheus: stub, built by the metrics work."""
+from flask import Blueprint
+
+bp = Blueprint("metrics", __name__)
