@@ -19,7 +19,6 @@ STATIC_FILES = frozenset({"app.css", "embed.js"})
 # The timings our pages read from <html data-…>: an embedded card has no page of ours to read.
 TIMING = json.dumps({"sse_fresh_ms": SSE_FRESH_MS, "stalled_after_ms": STALLED_AFTER_MS,
                      "soon_ms": SOON_MS, "hold_share": HOLD_SHARE}, separators=(",", ":"))
-EXPOSED = "X-Job-Version, X-Livegen-Timing"
 
 
 def is_card_route():
@@ -54,7 +53,7 @@ def add_cors_headers(response):
     if origin is not None:
         # No Allow-Credentials: the card reads what its link lets anyone read, never as a session.
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Expose-Headers"] = EXPOSED
+        response.headers["Access-Control-Expose-Headers"] = "X-Livegen-Timing"
     return response
 
 
