@@ -37,6 +37,7 @@ def _events(value):
     if value is None:
         return ",".join(targets.DEFAULT_EVENTS)
     if (not isinstance(value, list) or not value or len(value) > len(targets.EVENTS)
-            or not all(isinstance(event, str) and event in targets.EVENTS for event in value)):
-        raise InvalidInput("webhook_events_filter", f"must be a list of {', '.join(targets.EVENTS)}")
+            or not all(isinstance(event, str) and event in targets.EVENTS for event in value)
+            or len(set(value)) != len(value)):
+        raise InvalidInput("webhook_events_filter", f"must be a list of {', '.join(targets.EVENTS)}, each once")
     return ",".join(event for event in targets.EVENTS if event in value)  # in the order they happen

@@ -26,10 +26,10 @@ def forbidden(address):
             or ip.is_unspecified or any(ip in net for net in EXTRA_BLOCKED_NET_RANGES))
 
 
-def check(url, allow_http=False, allow_private=False, resolve=socket.getaddrinfo):
+def check(url, allow_http=False, allow_private=False, resolve=None):
     """The URL, or Refused. A name that does not resolve now is let through: the send checks
     again, against the address it connects to."""
-    parts = urlsplit(url)
+    parts, port = _parsed(url)
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes or not parts.hostname:
         raise Refused("must be an https URL" + (" (or http)" if allow_http else
@@ -38,15 +38,23 @@ def check(url, allow_http=False, allow_private=False, resolve=socket.getaddrinfo
         raise Refused("must not carry a user name or password")
     if allow_private:
         return url
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise Refused("has a port that is not a number from 0 to 65535") from None
-    for address in _addresses(parts.hostname, port, resolve):
+    for address in _addresses(parts.hostname, port, resolve or socket.getaddrinfo):
         if forbidden(address):
             raise Refused(f"resolves to {address}, a loopback, private, link-local or metadata address; "
                           "webhooks go to public addresses only (WEBHOOK_ALLOW_PRIVATE=1 allows these)")
     return url
+
+
+def _parsed(url):
+    """(the URL's parts, its port), or Refused when the HTTP client could not use it either."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname:
+            parts.hostname.encode("idna")  # an empty or over-long label fails here, as it would at send
+    except (ValueError, UnicodeError):
+        raise Refused("is not a valid URL (scheme://host[:port]/path, with a port from 1 to 65535)") from None
+    return parts, port
 
 
 def _addresses(host, port, resolve):

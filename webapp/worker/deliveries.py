@@ -44,7 +44,7 @@ def attempt(session, secret, delivery):
     try:
         response = session.post(delivery.url, data=delivery.body.encode("utf-8"),
                                 headers=signed_headers(secret, delivery.delivery_id, delivery.body))
-    except requests.RequestException as error:
+    except (requests.RequestException, ValueError) as error:  # ValueError: a URL urllib3 cannot parse
         return False, None, _reason(error)
     response.close()
     if 200 <= response.status_code < 300:
@@ -90,7 +90,12 @@ class Sender:
 
     def serve(self):
         while not self.stopping.is_set():
-            if not self.send_due():
+            try:
+                sent = self.send_due()
+            except Exception:  # a bug must not end this worker's webhooks for good
+                log.exception("webhooks: sending failed")
+                sent = 0
+            if not sent:
                 self.stopping.wait(POLL)
 
     def send_due(self):
