@@ -77,3 +77,28 @@ def test_a_database_outage_under_gunicorn(database_url):
             assert probe("/healthz").status_code == 200
     finally:
         proxy.close()
+
+
+def test_ready_when_a_newer_release_has_migrated_ahead(client, app):
+    """A rolling deploy: the release step migrated past this code; its processes stay ready."""
+    from webapp.extensions import db
+
+    db.session.execute(db.text("UPDATE alembic_version SET version_num = 'a1b2c3d4e5f6'"))
+    db.session.commit()
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.json["migration"] == "a1b2c3d4e5f6"
+
+
+def test_not_ready_when_the_pool_times_out(client, monkeypatch):
+    """A pool that has no connection to give (QueuePool's TimeoutError carries no driver error)."""
+    import sqlalchemy.exc
+
+    from webapp import schema_version
+
+    def no_connection():
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached")
+
+    monkeypatch.setattr(schema_version, "current", no_connection)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json == {"status": "unavailable", "reason": "The database did not answer: TimeoutError."}

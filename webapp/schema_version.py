@@ -4,19 +4,34 @@ import os
 
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
 
 
 @functools.cache
-def _head(directory):
-    return ScriptDirectory(directory).get_current_head()
+def _scripts(directory):
+    return ScriptDirectory(directory)
+
+
+def _directory(app):
+    return _scripts(os.path.abspath(app.extensions["migrate"].directory))
 
 
 def head(app):
     """The newest migration in this code's migrations/ (read once per process)."""
-    return _head(os.path.abspath(app.extensions["migrate"].directory))
+    return _directory(app).get_current_head()
+
+
+def is_newer(app, revision):
+    """Whether `revision` is a migration this code does not know: a newer release's."""
+    if revision is None:
+        return False
+    try:
+        return _directory(app).get_revision(revision) is None
+    except CommandError:  # alembic's "no such revision"
+        return True
 
 
 def current():

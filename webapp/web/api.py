@@ -8,7 +8,7 @@ from webapp import output, queue, statuses
 from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web.access import admit, api_owner, own_job_or_404, readable_job_or_404
 from webapp.web.validation import InvalidInput, generation_request, include_output, list_filters
-from webapp.web.webhook_input import webhook_fields
+from webapp.web.webhook_input import checked, take_webhook_fields
 from webapp.webhooks import outbox
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/ai/generation")
@@ -42,10 +42,10 @@ def links(job_id, webhook=None):
 def create():
     owner = api_owner()
     body = read_json()
-    hook = webhook_fields(body)
+    asked = take_webhook_fields(body)
     fields = generation_request(body, current_app.config["DEFAULT_MODEL"])
     admit(owner)
-    job = queue.enqueue(**fields, **hook, owner=owner)
+    job = queue.enqueue(**fields, **checked(asked), owner=owner)
     response = jsonify(success=True, job_id=job.job_id, status=statuses.QUEUED, links=links(job.job_id, job.webhook))
     response.status_code = 202
     response.headers["Location"] = url_for("api.status", job_id=job.job_id)
@@ -101,6 +101,7 @@ def webhooks(job_id):
     return jsonify(success=True, **deliveries_of(job, outbox.of_job(job.id)))
 
 
-def deliveries_of(owner, rows):
-    return {"webhook": owner.webhook, "events": owner.webhook_events.split(",") if owner.webhook else [],
+def deliveries_of(subject, rows):
+    """A job's or batch's webhook and its deliveries, as the API shows them."""
+    return {"webhook": subject.webhook, "events": subject.webhook_events.split(",") if subject.webhook else [],
             "deliveries": [outbox.shown(row) for row in rows]}

@@ -14,7 +14,7 @@ from webapp.web.access import admit, api_owner, own_batch_or_404, readable_batch
 from webapp.web.api import deliveries_of, read_json
 from webapp.web.batch_input import from_json
 from webapp.web.validation import InvalidInput, list_filters, whole_numbers
-from webapp.web.webhook_input import webhook_fields
+from webapp.web.webhook_input import checked, take_webhook_fields
 from webapp.webhooks import outbox
 
 bp = Blueprint("batches", __name__, url_prefix="/api/v1/ai/generation/batches")
@@ -40,10 +40,10 @@ def create():
     owner = api_owner()
     request.max_content_length = current_app.config["MAX_BATCH_BYTES"]
     body = read_json()
-    hook = webhook_fields(body)
+    asked = take_webhook_fields(body)
     items = from_json(body, current_app.config["DEFAULT_MODEL"])
     admit(owner, items=len(items))
-    batch = store.create(owner, items, items[0]["model"], **hook)
+    batch = store.create(owner, items, items[0]["model"], **checked(asked))
     response = jsonify(success=True, batch_id=batch.batch_id, total=batch.total, links=links(batch.batch_id))
     response.status_code = 202
     response.headers["Location"] = url_for("batches.status", batch_id=batch.batch_id)

@@ -105,7 +105,7 @@ ITEM = {
 }
 DELIVERY = {
     "id": STRING, "event": {"enum": list(targets.EVENTS)},
-    "status": {"enum": [outbox.PENDING, outbox.DELIVERED, outbox.FAILED]}, "attempts": COUNT,
+    "status": {"enum": [outbox.PENDING, outbox.DELIVERED, outbox.FAILED, outbox.SUPERSEDED]}, "attempts": COUNT,
     "last_status_code": maybe(INT), "last_error": maybe(STRING), "next_attempt_at": maybe(TIME),
     "created_at": TIME, "delivered_at": maybe(TIME),
 }

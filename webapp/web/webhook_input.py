@@ -8,12 +8,19 @@ from webapp.webhooks import targets
 FIELDS = ("webhook", "webhook_events_filter")
 
 
-def webhook_fields(body):
-    """Takes the webhook fields out of a create body (a dict): {"webhook", "webhook_events"},
-    both None when no webhook is asked for. Raises InvalidInput."""
+def take_webhook_fields(body):
+    """The webhook fields, taken out of a create body (so the rest is checked as a generation
+    request), unchecked: `checked` checks them once the request has been admitted (the check may
+    look the name up in DNS, which an unlimited caller must not be able to make us do)."""
     if not isinstance(body, dict):  # the request's own check says what a body must be
-        return {"webhook": None, "webhook_events": None}
-    url, events = body.pop("webhook", None), body.pop("webhook_events_filter", None)
+        return {}
+    return {field: body.pop(field) for field in FIELDS if field in body}
+
+
+def checked(fields):
+    """{"webhook", "webhook_events"} from the taken fields, both None when no webhook is asked
+    for. Raises InvalidInput."""
+    url, events = fields.get("webhook"), fields.get("webhook_events_filter")
     if url is None:
         if events is not None:
             raise InvalidInput("webhook_events_filter", "needs a webhook to send them to")
@@ -25,6 +32,8 @@ def _url(value):
     config = current_app.config
     if not isinstance(value, str) or not 0 < len(value) <= targets.MAX_URL:
         raise InvalidInput("webhook", f"must be a URL of at most {targets.MAX_URL} characters")
+    if not value.isascii():
+        raise InvalidInput("webhook", "must be written in ASCII (percent-encode the path, punycode the host)")
     if not config["WEBHOOK_SECRET"]:
         raise InvalidInput("webhook", "cannot be used here: this server has no WEBHOOK_SECRET to sign with")
     try:

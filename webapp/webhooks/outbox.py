@@ -14,6 +14,9 @@ from webapp.extensions import db
 from webapp.models import Batch, Job, WebhookDelivery, utcnow
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+# An `output` that failed a try is not tried again once newer text (or the end) is on its way:
+# the newer message carries all of it, and a stale one must not hold up `completed` for a day.
+SUPERSEDED = "superseded"
 OUTPUT_EVERY = timedelta(milliseconds=500)  # an output delivery waits this long, taking in newer text
 
 
@@ -21,21 +24,23 @@ def new_delivery_id():
     return "msg_" + secrets.token_urlsafe(24)
 
 
-def wants(owner, event):
+def wants(subject, event):
     """Whether a job's or batch's webhook asked for this event."""
-    return bool(owner is not None and owner.webhook and event in (owner.webhook_events or "").split(","))
+    return bool(subject is not None and subject.webhook and event in (subject.webhook_events or "").split(","))
 
 
 def record_job(job_pk, event):
     """In the caller's transaction: the job's delivery of `event`, if its webhook wants it."""
     job = db.session.get(Job, job_pk, populate_existing=True)
     if wants(job, event):
+        _supersede_outputs(job_pk=job.id)
         _add(event, job.webhook, job_body(job, event), job_pk=job.id)
 
 
 def record_batch(batch_pk, event):
     batch = db.session.get(Batch, batch_pk, populate_existing=True)
     if wants(batch, event):
+        _supersede_outputs(batch_pk=batch.id)
         _add(event, batch.webhook, batch_body(batch, event), batch_pk=batch.id)
 
 
@@ -71,21 +76,35 @@ def _envelope(kind, data):
     return json.dumps({"type": kind, "timestamp": snapshots.iso(utcnow()), "data": data}, separators=(",", ":"))
 
 
-def _add(event, url, body, due=None, **owner):
+def _add(event, url, body, due=None, **source):
+    """`source` is job_pk= or batch_pk=: whose delivery it is."""
     now = utcnow()
     db.session.execute(sa.insert(WebhookDelivery).values(
         delivery_id=new_delivery_id(), event=event, url=url, body=body, status=PENDING, attempts=0,
-        next_attempt_at=due or now, created_at=now, **owner))
+        next_attempt_at=due or now, created_at=now, **source))
 
 
-def _add_or_refresh(event, url, body, **owner):
-    (column, pk), = owner.items()
-    untried = (getattr(WebhookDelivery, column) == pk, WebhookDelivery.event == event,
-               WebhookDelivery.status == PENDING, WebhookDelivery.attempts == 0,
-               WebhookDelivery.lease_until.is_(None))
+def _of(source):
+    (column, pk), = source.items()
+    return getattr(WebhookDelivery, column) == pk
+
+
+def _add_or_refresh(event, url, body, **source):
+    untried = (_of(source), WebhookDelivery.event == event, WebhookDelivery.status == PENDING,
+               WebhookDelivery.attempts == 0, WebhookDelivery.lease_until.is_(None))
     if not db.session.execute(sa.update(WebhookDelivery).where(*untried).values(body=body)
                               .execution_options(synchronize_session=False)).rowcount:
-        _add(event, url, body, due=utcnow() + OUTPUT_EVERY, **owner)
+        _supersede_outputs(**source)
+        _add(event, url, body, due=utcnow() + OUTPUT_EVERY, **source)
+
+
+def _supersede_outputs(**source):
+    """Pending `output` deliveries that already failed a try (and are not being tried now) give
+    way to the newer message being recorded."""
+    stale = (_of(source), WebhookDelivery.event == "output", WebhookDelivery.status == PENDING,
+             WebhookDelivery.attempts > 0, WebhookDelivery.lease_until.is_(None))
+    db.session.execute(sa.update(WebhookDelivery).where(*stale).values(status=SUPERSEDED)
+                       .execution_options(synchronize_session=False))
 
 
 # --- the sender's side ---------------------------------------------------------------------------
@@ -126,7 +145,8 @@ def claim(now, lease_seconds, limit=8):
 
 
 def settle(delivery, ok, status_code, error, delays):
-    """After one try: delivered; or due again after the next of `delays`; or failed."""
+    """After one try: delivered; or due again after the next of `delays`; or failed. Fenced: a
+    sender whose lease ran out while it tried (another took the delivery since) writes nothing."""
     now = utcnow()
     tries = delivery.attempts + 1
     values = {"attempts": tries, "lease_until": None, "last_status_code": status_code, "last_error": error}
@@ -136,7 +156,9 @@ def settle(delivery, ok, status_code, error, delays):
         values.update(status=FAILED)
     else:
         values.update(next_attempt_at=now + timedelta(seconds=delays[tries - 1]))
-    db.session.execute(sa.update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
+    ours = (WebhookDelivery.id == delivery.id, WebhookDelivery.status == PENDING,
+            WebhookDelivery.attempts == delivery.attempts)
+    db.session.execute(sa.update(WebhookDelivery).where(*ours).values(**values)
                        .execution_options(synchronize_session=False))
     db.session.commit()
 
@@ -152,8 +174,24 @@ def of_batch(batch_pk, limit=100):
 
 
 def _listed(where, limit):
-    return list(db.session.scalars(sa.select(WebhookDelivery).where(where)
-                                   .order_by(WebhookDelivery.id).limit(limit)))
+    """The newest `limit` deliveries, oldest first (a long job's outputs never hide its end)."""
+    newest = db.session.scalars(sa.select(WebhookDelivery).where(where)
+                                .order_by(WebhookDelivery.id.desc()).limit(limit)).all()
+    return list(reversed(newest))
+
+
+def prune(older_than, limit=1000):
+    """Delete up to `limit` settled deliveries (delivered, failed, superseded) last scheduled
+    before `older_than` (through ix_deliveries_due): their bodies are whole texts, which the job
+    keeps anyway. Returns how many went; the next prune takes the rest."""
+    settled = (WebhookDelivery.status.in_([DELIVERED, FAILED, SUPERSEDED]),
+               WebhookDelivery.next_attempt_at < older_than)
+    pks = db.session.scalars(sa.select(WebhookDelivery.id).where(*settled).limit(limit)).all()
+    if pks:
+        db.session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.id.in_(pks))
+                           .execution_options(synchronize_session=False))
+    db.session.commit()
+    return len(pks)
 
 
 def shown(delivery):
