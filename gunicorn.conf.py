@@ -1,9 +1,12 @@
 """gunicorn settings: gevent workers for thousands of open streams, bound to $PORT."""
+import glob
 import logging
 import os
 import runpy
 import secrets
+import shutil
 import signal
+import tempfile
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # The one logging shape (webapp/logs.py), read as a file: importing the `webapp` package here would
@@ -29,6 +32,15 @@ if not os.environ.get("SECRET_KEY"):
     os.environ["SECRET_KEY"] = secrets.token_urlsafe(32)
     logging.getLogger("gunicorn.error").warning(
         "SECRET_KEY is not set: using a random key for this start; set SECRET_KEY.")
+
+# /metrics adds up the figures of every worker process (prometheus_client's multiprocess mode):
+# each process writes its own to files in this directory. It must be set before any process
+# imports prometheus_client, and hold nothing from an earlier start: a fresh directory per start,
+# unless one is set (then emptied in on_starting). Made here, it is removed at exit; the mark is in
+# the environment because a reload (SIGHUP) reads this file again.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="livegen-metrics-")
+    os.environ["LIVEGEN_METRICS_DIR_MADE"] = "1"
 
 bind = f"0.0.0.0:{_setting('PORT', '5000', _whole_number('PORT'))}"
 worker_class = "gevent"
@@ -65,3 +77,26 @@ def post_worker_init(worker):
         stop_accepting(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
+
+
+def on_starting(server):
+    """Empty a PROMETHEUS_MULTIPROC_DIR that was set (counters of a previous start would be added
+    to this one's); only its figures' files, as it may hold other things."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)
+    server.log.info("metrics: worker processes' figures in %s", directory)
+
+
+def child_exit(server, worker):
+    """A worker process is gone: its open-stream gauge goes with it (its counters stay)."""
+    # Here, not at the top: the master loads no more than it must before it forks (see _logs).
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("LIVEGEN_METRICS_DIR_MADE"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

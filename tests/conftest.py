@@ -22,7 +22,8 @@ def make_app(url, **overrides):
     return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **overrides})
 
 
-DROP_ALL = ("DROP TABLE IF EXISTS ai_webhook_deliveries, ai_api_keys, ai_rate_windows, ai_generation_output, "
+DROP_ALL = ("DROP TABLE IF EXISTS ai_metric_totals, ai_webhook_deliveries, ai_api_keys, ai_rate_windows, "
+            "ai_generation_output, "
             "ai_generation_jobs, "
             "ai_generation_batches, alembic_version")
 
@@ -86,6 +87,7 @@ def database_url(request, backend, tmp_path, sqlite_template):
         run_sql(url, "DELETE FROM ai_generation_batches")
         run_sql(url, "DELETE FROM ai_rate_windows")
         run_sql(url, "DELETE FROM ai_api_keys")
+        run_sql(url, "DELETE FROM ai_metric_totals")
         return url
     path = tmp_path / "livegen.sqlite3"
     shutil.copy(sqlite_template, path)

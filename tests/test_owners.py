@@ -451,3 +451,13 @@ def test_a_new_key_never_inherits_a_revoked_keys_jobs(app, client):
     bob = keys.create("bob")
     assert listed(client, bob) == []
     assert cancel(client, job_id, bob).status_code == 404
+
+
+@both_backends
+def test_keys_create_admin_makes_an_operators_key_and_list_says_which(app):
+    assert cli(app, "keys", "create", "alice").exit_code == 0
+    made = cli(app, "keys", "create", "ops", "--admin")
+    assert made.exit_code == 0, made.output
+    assert {key.name: key.admin for key in keys.listed()} == {"alice": False, "ops": True}
+    lines = {line.split("\t")[0]: line.split("\t")[2] for line in cli(app, "keys", "list").stdout.splitlines()}
+    assert lines == {"alice": "client", "ops": "operator"}

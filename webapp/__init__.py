@@ -6,7 +6,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from webapp import commands
+from webapp import cli
 from webapp import config as settings
 from webapp.extensions import db, migrate
 
@@ -24,7 +24,7 @@ def create_app(config=None):
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
     register_extensions(app)
-    commands.register(app)
+    cli.register(app)
     return app
 
 

@@ -120,6 +120,13 @@ def webhook_secret(env):
     return raw
 
 
+def _port(env, name):
+    value = _int(env, name, 0)
+    if not 0 <= value <= 65535:
+        raise SettingError(f"{name} must be a port number (1 to 65535; 0 for none), got {env.get(name)!r}")
+    return value
+
+
 def log_level(env):
     level = env.get("LOG_LEVEL", "INFO").upper()
     if logs.level_problem(level):
@@ -156,6 +163,10 @@ def from_env(env, instance_path):
         "DB_WRITE_TIMEOUT": _positive(env, "DB_WRITE_TIMEOUT", 10),
         "SSE_PING_INTERVAL": _float(env, "SSE_PING_INTERVAL", 15),
         "LOG_LEVEL": log_level(env),
+        # /metrics (docs/metrics.md): with a token set, a scrape must send `Authorization: Bearer <token>`;
+        # the worker's own figures are served on WORKER_METRICS_PORT (0: not served).
+        "METRICS_TOKEN": env.get("METRICS_TOKEN") or None,
+        "WORKER_METRICS_PORT": _port(env, "WORKER_METRICS_PORT"),
         # Webhooks (webapp/webhooks): the Standard Webhooks signing secret (whsec_ + base64); none
         # set: a create that asks for a webhook is refused, as nothing could be signed.
         "WEBHOOK_SECRET": webhook_secret(env),
@@ -165,6 +176,8 @@ def from_env(env, instance_path):
         "WEBHOOK_TIMEOUT": _positive(env, "WEBHOOK_TIMEOUT", 10),
         # Seconds before each retry: Standard Webhooks' schedule (about 27 hours in all).
         "WEBHOOK_RETRY_DELAYS": _delays(env, "WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,18000,36000,36000"),
+        # Days a settled delivery (its body a whole text) is kept for the job's page and the API.
+        "WEBHOOK_KEEP_DAYS": _positive(env, "WEBHOOK_KEEP_DAYS", 7),
         # Origins whose pages may embed the progress card (static/embed.js): comma-separated.
         "CORS_ORIGINS": _origins(env.get("CORS_ORIGINS", "")),
         "OLLAMA_READ_TIMEOUT": _float(env, "OLLAMA_READ_TIMEOUT", 300),

@@ -236,4 +236,21 @@ class ApiKey(db.Model):
     secret_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
     # The secret's first characters, which `flask keys list` shows to tell keys apart.
     hint: so.Mapped[str] = so.mapped_column(sa.String(12))
+    # An operator's key opens /admin, which shows every owner's jobs; a client's key does not.
+    admin: so.Mapped[bool] = so.mapped_column(sa.Boolean, default=False, server_default=sa.false())
     created_at: so.Mapped[datetime] = so.mapped_column(Timestamp, default=utcnow)
+
+
+class MetricTotal(db.Model):
+    """A running total that /metrics shows (`webapp.telemetry`): jobs completed and their tokens
+    per model, failures per reason, histogram buckets. Each is added to in the transaction of the
+    event it counts (a job's end, a webhook's try), so it agrees with the jobs table, costs a
+    scrape a few hundred rows however many jobs there are, and never goes down when retention
+    deletes jobs (a Prometheus counter that went down would read as a restart)."""
+    __tablename__ = "ai_metric_totals"
+    __table_args__ = ({"mysql_charset": "utf8mb4", "mariadb_charset": "utf8mb4"},)
+
+    name: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True)
+    model: so.Mapped[str] = so.mapped_column(sa.String(200), primary_key=True)  # "" where none applies
+    label: so.Mapped[str] = so.mapped_column(sa.String(40), primary_key=True)   # a reason, a bucket's bound, or ""
+    value: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)

@@ -9,6 +9,7 @@ from webapp.batches import counters
 from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.models import Job, new_job_id, utcnow
+from webapp.telemetry import totals
 from webapp.webhooks import outbox
 
 
@@ -35,8 +36,10 @@ def _update(where, then=None, **values):
 
 
 def _ended(job_pk, status):
-    """What goes with a job's end, in its transaction: its batch's counters, and its webhook."""
-    return [*counters.item_ended(job_pk, status), lambda: outbox.record_job(job_pk, "completed")]
+    """What goes with a job's end, in its transaction: its batch's counters, its webhook, and the
+    totals /metrics shows (last: every end takes their locks after the others)."""
+    return [*counters.item_ended(job_pk, status), lambda: outbox.record_job(job_pk, "completed"),
+            lambda: totals.job_ended(job_pk)]
 
 
 def enqueue(prompt, model, system=None, options=None, owner=owners.ANONYMOUS, webhook=None, webhook_events=None):

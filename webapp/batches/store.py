@@ -7,6 +7,7 @@ from webapp.batches.counters import bump, close
 from webapp.estimates import prompt_kind
 from webapp.extensions import db
 from webapp.models import Batch, Job, new_job_id, utcnow
+from webapp.telemetry import totals
 from webapp.webhooks import outbox
 
 MAX_ITEMS = 10_000
@@ -137,6 +138,7 @@ def cancel(batch):
     db.session.execute(sa.update(Batch).where(Batch.id == batch.id)
                        .values(cancelled=Batch.cancelled + cancelled, log_seq=base + 1 + batch.total,
                                last_ended_at=now if cancelled else last_end))
+    totals.cancelled(cancelled)
     if db.session.execute(close(Batch.id == batch.id)).rowcount:
         outbox.record_batch(batch.id, "completed")
     db.session.commit()

@@ -19,15 +19,16 @@ def _hash(secret):
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create(name):
-    """A new key named `name`; returns its secret, which is shown once and never stored."""
+def create(name, admin=False):
+    """A new key named `name` (an operator's key with `admin`: it opens /admin); returns its
+    secret, which is shown once and never stored."""
     name = name.strip()
     if not name or len(name) > 100:
         raise KeyProblem("A key's name must be 1 to 100 characters.")
     if db.session.scalar(sa.select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise KeyProblem(f"There is already a key named '{name}'.")
     secret = PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiKey(name=name, secret_hash=_hash(secret), hint=secret[:len(PREFIX) + 4]))
+    db.session.add(ApiKey(name=name, secret_hash=_hash(secret), hint=secret[:len(PREFIX) + 4], admin=admin))
     db.session.commit()
     return secret
 
@@ -46,6 +47,11 @@ def revoke(name):
 def any_exist(api_token=None):
     """Whether the API needs a key: API_TOKEN is set or a key was made."""
     return bool(api_token) or db.session.scalar(sa.select(ApiKey.id).limit(1)) is not None
+
+
+def any_operator(api_token=None):
+    """Whether anyone can open /admin: API_TOKEN is set or an operator's key was made."""
+    return bool(api_token) or db.session.scalar(sa.select(ApiKey.id).where(ApiKey.admin.is_(True)).limit(1)) is not None
 
 
 def find(secret):

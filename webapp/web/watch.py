@@ -12,6 +12,7 @@ from webapp import output, statuses
 from webapp.extensions import db
 from webapp.models import Job
 from webapp.snapshots import snapshots_of
+from webapp.web import metrics
 from webapp.web.transcripts import LiveText
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class Watcher:
                 self.wake.wait(1.0)  # idle: no queries at all
                 self.wake.clear()
                 continue
-            started = time.monotonic()
+            started, reads = time.monotonic(), self.reads
             try:
                 self.tick()
                 failures = 0
@@ -146,6 +147,7 @@ class Watcher:
             except Exception:  # the loop must outlive any bug: every stream of the process needs it
                 failures += 1
                 log.exception("watcher: tick failed")
+            metrics.watcher_ticked(time.monotonic() - started, self.reads - reads, failed=failures > 0)
             pause = min(MAX_BACKOFF, self.interval * 2 ** failures) if failures else self.interval
             time.sleep(max(0.0, pause - (time.monotonic() - started)))
 

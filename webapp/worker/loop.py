@@ -5,18 +5,22 @@ import socket
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import output, queue, ratelimits, retention
 from webapp.extensions import discard_session
+from webapp.models import utcnow
+from webapp.webhooks import outbox
+from webapp.worker import metrics
 from webapp.worker.deliveries import Sender
 from webapp.worker.run import Run
 
 log = logging.getLogger(__name__)
 IDLE_POLL = 0.5       # seconds between claim attempts when the queue is empty
 SWEEP_EVERY = 5.0     # seconds between sweeps for jobs whose lease ran out
-PRUNE_EVERY = 60.0    # seconds between clear-outs of text pieces the rows now hold, and of old rate windows
+PRUNE_EVERY = 60.0    # seconds between clear-outs: text pieces the rows hold, rate windows, settled webhooks
 # Seconds after the grace for aborted jobs to be released: 20 s grace + 5 s stays under the
 # 30 s after which a PaaS kills the process.
 RELEASE_WAIT = 5.0
@@ -41,6 +45,9 @@ class Worker:
         self.last_sweep = 0.0
         self.last_prune = 0.0
         self.webhooks = Sender(app)
+        metrics.INFO.labels(self.worker_id).set(1)
+        metrics.SLOTS.set(self.concurrency)
+        metrics.RUNNING.set_function(lambda: len(self.running))  # read when scraped
 
     def serve(self):
         """Claim and run until `stop()`; then drain, release leftovers and return."""
@@ -63,7 +70,8 @@ class Worker:
     def _claim_one(self):
         with self.app.app_context():
             try:
-                job = queue.claim(self.worker_id, self.app.config["LEASE_SECONDS"])
+                with metrics.CLAIM.time():
+                    job = queue.claim(self.worker_id, self.app.config["LEASE_SECONDS"])
                 run = job and Run(self.app, job, self.worker_id)
             except SQLAlchemyError as error:
                 log.warning("claim failed, database error: %s", error)
@@ -103,6 +111,7 @@ class Worker:
                     self.last_prune = time.monotonic()
                     output.prune()
                     ratelimits.prune()
+                    outbox.prune(utcnow() - timedelta(days=self.app.config["WEBHOOK_KEEP_DAYS"]))
                     if self.app.config["JOB_RETENTION_DAYS"] > 0:
                         retention.purge(self.app.config["JOB_RETENTION_DAYS"])
             except SQLAlchemyError as error:

@@ -13,6 +13,7 @@ from webapp.extensions import db
 from webapp.ollama import Generation, OllamaError, model_is_loaded
 from webapp.progress import Meter, estimate_tokens, final_speed, prompt_tokens_guess
 from webapp.webhooks import outbox
+from webapp.worker import metrics
 from webapp.worker.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,12 @@ class Run:
                           "thinking_tokens": self.thinking_tokens}
                 new, taken = self.text.unwritten()
             self._log_progress(fields)
+            started = time.monotonic()
             ours = queue.heartbeat(self.pk, self.worker_id, self.config["LEASE_SECONDS"],
                                    pieces=output.pieces(self.pk, self.run_number, new),
                                    tell_output=self.tells_output and bool(new["text"][1]), **fields,
                                    output_latest=output.latest(new), **self.text.chars(new))
+            metrics.PROGRESS_WRITE.observe(time.monotonic() - started)
             if ours:
                 with self.lock:
                     self.text.landed(new, taken)
@@ -138,6 +141,7 @@ class Run:
                 self._stop(queue.cancel_requested(self.pk))
         except SQLAlchemyError as error:
             db.session.rollback()
+            metrics.PROGRESS_SKIPPED.inc()
             log.warning("job %s: progress write skipped, database error: %s", self.pk, error)
             return False
         return True

@@ -1,0 +1,1 @@
+"""Figures for Prometheus that the database holds: totals kept as jobs end, and the state now."""
