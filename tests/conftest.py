@@ -1,4 +1,5 @@
 """Fixtures in flaskr's shape: a fresh app and database per test, on SQLite or on MySQL."""
+import contextlib
 import os
 import shutil
 
@@ -102,15 +103,22 @@ def sim():
         yield simulator
 
 
-@pytest.fixture
-def app(database_url):
-    # Nothing listens on port 9: a test that streams points OLLAMA_URL at its `sim`.
-    app = make_app(database_url, OLLAMA_URL="http://127.0.0.1:9")
+@contextlib.contextmanager
+def app_in_context(database_url, **overrides):
+    """The suite's app, in its app context, disposed after. Nothing listens on port 9: a test
+    that streams points OLLAMA_URL at its `sim`."""
+    app = make_app(database_url, **{"OLLAMA_URL": "http://127.0.0.1:9", **overrides})
     history.forget()  # what an earlier test's jobs taught stays with that test
     with app.app_context():
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url):
+    with app_in_context(database_url) as app:
+        yield app
 
 
 @pytest.fixture

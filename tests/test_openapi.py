@@ -4,12 +4,10 @@ import re
 
 import jsonschema_rs
 import pytest
-from conftest import make_app
+from conftest import app_in_context
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-from webapp import history
 from webapp.batches.store import MAX_ITEMS
-from webapp.extensions import db
 from webapp.web import openapi, rules, validation, webhook_input
 from webapp.web.batch_input import DEFAULTS
 
@@ -24,12 +22,8 @@ HOOKED = {"WEBHOOK_SECRET": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 @pytest.fixture
 def app(database_url):
     """The suite's app with webhooks on (private targets allowed: no DNS lookup for the test's URL)."""
-    app = make_app(database_url, OLLAMA_URL="http://127.0.0.1:9", **HOOKED)
-    history.forget()
-    with app.app_context():
+    with app_in_context(database_url, **HOOKED) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture

@@ -13,10 +13,9 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_app
+from conftest import app_in_context
 from test_webhooks import HOOKED, SECRET, Receiver
 
-from webapp import history
 from webapp.extensions import db
 from webapp.models import WebhookDelivery, utcnow
 
@@ -33,12 +32,8 @@ SPEED = 100.0  # tokens a second: 0.6 s of text, so the progress writes (every 0
 @pytest.fixture
 def app(database_url):
     """The web side: the same database and secret as the workers, http to loopback allowed."""
-    app = make_app(database_url, OLLAMA_URL="http://127.0.0.1:9", **HOOKED)
-    history.forget()
-    with app.app_context():
+    with app_in_context(database_url, **HOOKED) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture

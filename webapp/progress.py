@@ -120,3 +120,14 @@ def final_speed(eval_count, eval_duration_ns):
     if not eval_count or not eval_duration_ns:
         return None
     return round(eval_count / eval_duration_ns * 1e9, 2)
+
+
+def duration_text(ms):
+    """'1.2 s', '3 min 05 s'; an em dash when unknown (the card's and the terminal's words)."""
+    if ms is None:
+        return "—"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes} min {seconds:02d} s"

@@ -5,6 +5,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.text import Text
 
 from webapp import statuses
+from webapp.progress import duration_text as duration  # the card and the terminal say it alike
 
 PHASES = {"waiting_model": "loading the model", "thinking": "thinking", "generating": "generating",
           "saving": "saving"}
@@ -100,12 +101,3 @@ def time_left(figures):
     return f"about {duration(left)} left{spread}"
 
 
-def duration(ms):
-    """'1.2 s', '3 min 05 s'; a dash when unknown."""
-    if ms is None:
-        return "—"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes} min {seconds:02d} s"

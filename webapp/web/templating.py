@@ -2,6 +2,7 @@
 from datetime import UTC, datetime
 
 from webapp import statuses
+from webapp.progress import duration_text as duration  # the card and the terminal say it alike
 from webapp.snapshots import HOLD_SHARE
 from webapp.web import csrf, markdown
 
@@ -15,15 +16,6 @@ PHASE_WORDS = {
 }
 
 
-def duration(ms):
-    """'1.2 s', '3 min 05 s'; an em dash when unknown."""
-    if ms is None:
-        return "—"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes} min {seconds:02d} s"
 
 
 def headline(job):
