@@ -19,11 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_app
+from conftest import app_in_context
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from webapp import history, output, queue, turns
+from webapp import output, queue, turns
 from webapp.config import SettingError, from_env
 from webapp.extensions import db
 from webapp.models import Batch, Job, WebhookDelivery, utcnow
@@ -53,12 +53,8 @@ HOOKED = {"WEBHOOK_SECRET": SECRET, "WEBHOOK_ALLOW_HTTP": True, "WEBHOOK_ALLOW_P
 @pytest.fixture
 def app(database_url):
     """The suite's app (conftest's), with webhooks switched on."""
-    app = make_app(database_url, OLLAMA_URL="http://127.0.0.1:9", **HOOKED)
-    history.forget()
-    with app.app_context():
+    with app_in_context(database_url, **HOOKED) as app:
         yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 # --- a real receiver -----------------------------------------------------------------------------
@@ -575,20 +571,25 @@ def test_claim_takes_each_jobs_oldest_pending_delivery_and_respects_time_and_lea
     after_start, = outbox.claim(soon, 60)
     assert after_start.id == a_output.id  # not `completed`: the output is older
     outbox.settle(after_start, False, 500, "The receiver answered 500.", (300.0,))
+    # The end was recorded behind it: the failed output gives way, and `completed` is next.
+    assert deliveries(job_pk=a.id)[1].status == "superseded"
+    end, = outbox.claim(soon, 60)
+    assert end.id == a_end.id
+    outbox.settle(end, False, 500, "The receiver answered 500.", (300.0,))
 
-    # The output waits 300 s, and `completed` behind it: nothing is due.
+    # `completed` waits its 300 s: nothing is due.
     assert outbox.claim(soon, 60) == []
     later = utcnow() + timedelta(seconds=301)
     retried, = outbox.claim(later, 60)
-    assert retried.id == a_output.id and retried.attempts == 1
+    assert retried.id == a_end.id and retried.attempts == 1
     # Leased for 60 s: not taken again within them, taken again after (its sender died).
     assert outbox.claim(later + timedelta(seconds=59), 60) == []
     again, = outbox.claim(later + timedelta(seconds=61), 60)
-    assert again.id == a_output.id
-    # Its tries run out: failed, and `completed` is next.
+    assert again.id == a_end.id
+    # Its tries run out: failed, and nothing of the job is left to send.
     outbox.settle(again, False, 500, "The receiver answered 500.", (300.0,))
-    last, = outbox.claim(later + timedelta(seconds=62), 60)
-    assert last.id == a_end.id and deliveries(job_pk=a.id)[1].status == "failed"
+    assert deliveries(job_pk=a.id)[2].status == "failed"
+    assert outbox.claim(later + timedelta(seconds=62), 60) == []
 
 
 @both_backends
@@ -838,3 +839,402 @@ def test_a_cancelled_batch_tells_its_end_with_the_default_filter(client):
     assert body(end)["type"] == "batch.completed"
     assert (body(end)["data"]["batch_id"], body(end)["data"]["status"]) == (batch_id, "cancelled")
     assert body(end)["data"]["cancelled"] == 2
+
+
+# --- 10. after the review: superseded outputs, the fenced settle, the newest 100, pruning ----------
+def soon():
+    """A moment past an `output`'s half-second wait (and before any retry's 5 s)."""
+    return utcnow() + timedelta(seconds=1)
+
+
+def add_delivery(job_pk, status, at, event="output"):
+    """A delivery of `job_pk` written as a finished one is (no API makes one of a chosen age)."""
+    db.session.execute(sa.insert(WebhookDelivery).values(
+        delivery_id=outbox.new_delivery_id(), job_pk=job_pk, event=event, url=NOWHERE, body="{}", status=status,
+        attempts=1, next_attempt_at=at, created_at=at))
+    db.session.commit()
+
+
+@both_backends
+@pytest.mark.parametrize("subject", ["job", "batch"])
+def test_an_output_that_failed_a_try_gives_way_to_newer_text_and_never_holds_completed_back(client, subject):
+    delays = (5.0, 300.0)
+    if subject == "job":
+        job = create_job(client, events=["output", "completed"])
+        source, claimed, written = {"job_pk": job.id}, queue.claim("w1", 30), []
+
+        def newer_text():
+            before = "".join(written)
+            written.append(f" part {len(written)}.")
+            beat(claimed, before, written[-1])
+
+        def the_end():
+            text = "".join(written)
+            assert queue.finish(job.id, "w1", "completed", result=text, output_chars=len(text))
+    else:
+        made = client.post(BATCHES, json={"items": [{"prompt": "a"}, {"prompt": "b"}], "webhook": NOWHERE,
+                                          "webhook_events_filter": ["output", "completed"]})
+        assert made.status_code == 202, made.get_json()
+        batch = db.session.scalar(sa.select(Batch).where(Batch.batch_id == made.get_json()["batch_id"]))
+        source = {"batch_pk": batch.id}
+
+        def newer_text():  # an item ended: what the item's end records, in its own transaction
+            outbox.record_batch_output(batch.id)
+            db.session.commit()
+
+        def the_end():
+            outbox.record_batch(batch.id, "completed")
+            db.session.commit()
+
+    newer_text()
+    first, = outbox.claim(soon(), 60)
+    outbox.settle(first, False, 500, "The receiver answered 500.", delays)
+    newer_text()  # the failed one is not refreshed (its retry would carry other bytes): a new one, and it gives way
+    stale, fresh = deliveries(**source)
+    assert (stale.id, stale.status, stale.attempts) == (first.id, "superseded", 1)
+    assert (fresh.event, fresh.status, fresh.attempts) == ("output", "pending", 0)
+    second, = outbox.claim(soon(), 60)
+    assert second.id == fresh.id  # the superseded one is not taken, though it was due first
+    outbox.settle(second, False, 500, "The receiver answered 500.", delays)
+
+    the_end()
+    rows = deliveries(**source)
+    assert [(d.event, d.status) for d in rows] == [("output", "superseded"), ("output", "superseded"),
+                                                   ("completed", "pending")]
+    # `completed` goes now, not after the failed output's retries (5 s, then 5 min, ... a day).
+    end, = outbox.claim(utcnow(), 60)
+    assert end.id == rows[2].id
+    outbox.settle(end, True, 200, None, delays)
+    assert outbox.claim(utcnow() + timedelta(days=2), 60) == []  # a superseded delivery is never tried again
+    assert [d.status for d in deliveries(**source)] == ["superseded", "superseded", "delivered"]
+
+
+@both_backends
+def test_an_output_being_tried_is_not_superseded_and_its_result_is_recorded(client):
+    job = create_job(client, events=["output", "completed"])
+    claimed = queue.claim("w1", 30)
+    beat(claimed, "", "Hello")
+    first, = outbox.claim(soon(), 60)
+    outbox.settle(first, False, 500, "The receiver answered 500.", (5.0, 300.0))
+    make_due(first.id)
+    retry, = outbox.claim(utcnow(), 60)  # a sender is trying it again now
+    assert (retry.id, retry.attempts) == (first.id, 1)
+    beat(claimed, "Hello", ", world")
+    assert queue.finish(job.id, "w1", "completed", result="Hello, world", output_chars=12)
+    assert [(d.event, d.status) for d in deliveries(job_pk=job.id)] == [
+        ("output", "pending"), ("output", "pending"), ("completed", "pending")]
+    outbox.settle(retry, True, 200, None, (5.0, 300.0))  # the try in flight ends: recorded
+    tried = deliveries(job_pk=job.id)[0]
+    assert (tried.status, tried.attempts, tried.last_status_code) == ("delivered", 2, 200)
+
+
+@both_backends
+def test_a_sender_whose_lease_ran_out_cannot_overwrite_the_next_senders_result(client):
+    delays = (5.0, 300.0)
+    for outcome_b, outcome_a in (((True, 204, None), (False, 500, "The receiver answered 500.")),
+                                 ((False, 503, "The receiver answered 503."), (True, 200, None))):
+        queue.request_cancel(create_job(client))
+        a, = outbox.claim(utcnow(), 60)  # sender A takes it; its try outlasts its lease
+        make_due(a.id, lease_until=True)
+        b, = outbox.claim(utcnow(), 60)  # sender B takes it again
+        assert (b.id, b.attempts) == (a.id, a.attempts)
+        outbox.settle(b, *outcome_b, delays)
+        recorded = deliveries()[-1]
+        outbox.settle(a, *outcome_a, delays)  # A's answer comes last: it writes nothing
+        after = deliveries()[-1]
+        assert (after.status, after.attempts, after.last_status_code, after.last_error, after.next_attempt_at) == (
+            recorded.status, recorded.attempts, recorded.last_status_code, recorded.last_error,
+            recorded.next_attempt_at)
+        assert after.status == ("delivered" if outcome_b[0] else "pending") and after.attempts == 1
+
+
+@both_backends
+def test_the_deliveries_shown_are_the_newest_100_oldest_first(client):
+    job = create_job(client)
+    start = utcnow() - timedelta(hours=1)
+    db.session.execute(sa.insert(WebhookDelivery), [
+        {"delivery_id": outbox.new_delivery_id(), "job_pk": job.id, "event": "output", "url": NOWHERE, "body": "{}",
+         "status": "superseded", "attempts": 1, "next_attempt_at": start, "created_at": start} for _ in range(104)])
+    db.session.commit()
+    queue.request_cancel(job)  # its `completed`: the 105th
+    rows = deliveries(job_pk=job.id)
+    assert len(rows) == 105 and rows[-1].event == "completed"
+    shown = client.get(f"{API}/{job.job_id}/webhooks").get_json()["deliveries"]
+    assert [d["id"] for d in shown] == [d.delivery_id for d in rows[5:]]
+    assert shown[-1]["event"] == "completed" and shown[-1]["status"] == "pending"
+
+
+@both_backends
+def test_prune_deletes_old_settled_deliveries_a_limited_number_at_a_time_never_pending_ones(client):
+    job = create_job(client)
+    old, recent = utcnow() - timedelta(days=8), utcnow() - timedelta(days=6)
+    for status in ("delivered", "failed", "superseded", "pending"):
+        add_delivery(job.id, status, old)
+    add_delivery(job.id, "delivered", recent)
+    cutoff = utcnow() - timedelta(days=7)
+    assert outbox.prune(cutoff, limit=2) == 2
+    assert outbox.prune(cutoff, limit=2) == 1
+    assert outbox.prune(cutoff, limit=2) == 0
+    assert [(d.status, d.next_attempt_at < cutoff) for d in deliveries()] == [("pending", True), ("delivered", False)]
+
+
+@both_backends
+def test_the_workers_sweep_prunes_deliveries_older_than_webhook_keep_days(app, client):
+    from webapp.worker import Worker
+
+    job = create_job(client)
+    for days in (6, 4):
+        add_delivery(job.id, "delivered", utcnow() - timedelta(days=days))
+    add_delivery(job.id, "pending", utcnow() - timedelta(days=30))
+    app.config["WEBHOOK_KEEP_DAYS"] = 5
+    worker = Worker(app, concurrency=1, worker_id="sweeper")
+    try:
+        worker._maybe_sweep()
+    finally:
+        worker.webhooks.stop(0)
+        worker.webhooks.session.close()
+    kept = deliveries()
+    assert [d.status for d in kept] == ["delivered", "pending"]
+    assert utcnow() - kept[0].next_attempt_at < timedelta(days=5)  # the 4-day-old one; the 6-day-old one went
+
+
+def test_webhook_keep_days_is_read_defaults_to_7_and_must_be_above_0():
+    assert from_env({}, "/i")["WEBHOOK_KEEP_DAYS"] == 7
+    assert from_env({"WEBHOOK_KEEP_DAYS": "2.5"}, "/i")["WEBHOOK_KEEP_DAYS"] == 2.5
+    for value in ("0", "-1", "soon"):
+        with pytest.raises(SettingError) as raised:
+            from_env({"WEBHOOK_KEEP_DAYS": value}, "/i")
+        assert str(raised.value).startswith("WEBHOOK_KEEP_DAYS must be")
+
+
+# --- 11. after the review: the sender's HTTP session, its deadline, its slots ------------------------
+class Answering:
+    """A receiver on 127.0.0.1 whose answer `answer(receiver, handler)` writes byte for byte (what
+    the Receiver cannot: cookies, a body that never ends, a status line dripped). Records each
+    request's headers; `release` is set when it closes (an answer may hold its socket until then),
+    `finished` when an answer was written to its end."""
+
+    def __init__(self, answer):
+        self.requests, self.release, self.finished = [], threading.Event(), threading.Event()
+        self.holding = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the name http.server calls)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append({k.lower(): v for k, v in self.headers.items()})
+                try:
+                    answer(receiver, self)
+                except OSError:  # the sender hung up
+                    return
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def sets_a_cookie(receiver, handler):
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: receiver_session=abc123; Path=/\r\n"
+                        b"Content-Length: 0\r\n\r\n")
+
+
+def an_endless_body(receiver, handler):
+    """200 and its headers at once, then 10 bytes of a body said to be 10**9, and the socket held open."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000000000\r\n\r\n"
+                        b"0123456789")
+    receiver.holding.set()
+    receiver.release.wait(60)
+
+
+def drips(receiver, handler):
+    """A 200, one byte every 0.3 s: every read gets something well within a per-read timeout."""
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+        if receiver.release.wait(0.3):
+            return
+        handler.wfile.write(bytes([byte]))
+    receiver.finished.set()
+
+
+@pytest.mark.parametrize("leak", ["proxy", "netrc"])
+def test_the_sender_takes_no_proxy_or_netrc_from_the_environment(app, client, receiver, monkeypatch, tmp_path, leak):
+    with Receiver() as proxy:  # a "proxy" that records what reaches it (and answers 200)
+        if leak == "proxy":
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+                monkeypatch.setenv(name, proxy.url)
+            for name in ("NO_PROXY", "no_proxy"):
+                monkeypatch.delenv(name, raising=False)
+        else:
+            netrc = tmp_path / "netrc"
+            netrc.write_text("machine 127.0.0.1 login someone password their-secret\n")
+            netrc.chmod(0o600)
+            monkeypatch.setenv("NETRC", str(netrc))
+        queue.request_cancel(create_job(client, webhook=receiver.url + "/hook"))
+        with sending(app) as sender:
+            assert sender.send_due() == 1
+        assert proxy.got() == []
+    sent, = receiver.got()  # straight to the receiver
+    assert sent.path == "/hook" and "authorization" not in sent.headers
+    assert deliveries()[0].status == "delivered"
+
+
+def test_the_sender_keeps_no_cookies(app, client):
+    with Answering(sets_a_cookie) as cookie_setter, sending(app) as sender:
+        for _ in range(2):
+            queue.request_cancel(create_job(client, webhook=cookie_setter.url + "/hook"))
+            assert sender.send_due() == 1
+    assert [d.status for d in deliveries()] == ["delivered", "delivered"]
+    assert len(cookie_setter.requests) == 2 and all("cookie" not in r for r in cookie_setter.requests)
+    assert len(sender.session.cookies) == 0
+
+
+@both_backends
+def test_a_try_reads_the_status_and_headers_never_the_body(app, client):
+    app.config["WEBHOOK_TIMEOUT"] = 1.0  # a read of the body would end in this read timeout, undelivered
+    with Answering(an_endless_body) as endless:
+        queue.request_cancel(create_job(client, webhook=endless.url + "/hook"))
+        with sending(app) as sender:
+            assert sender.send_due() == 1
+            # Settled while the receiver still holds its socket open with 999,999,990 bytes to come.
+            assert endless.holding.is_set() and not endless.release.is_set()
+    delivery, = deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code, delivery.last_error) == (
+        "delivered", 1, 200, None)
+
+
+TRY_UNDER_GEVENT = """
+from gevent import monkey
+
+monkey.patch_all()  # as worker.py does: the deadline fires only where gevent patches sockets
+import sys
+
+from webapp.webhooks.outbox import Taken
+from webapp.worker.deliveries import attempt, http_session
+
+session = http_session(True, 2.0)  # 2 s for each read: a byte every 0.3 s passes every one
+print(repr(attempt(session, sys.argv[1], Taken(1, "msg_drip", "completed", sys.argv[2], "{}", 0), 1.0)), flush=True)
+"""
+
+
+def test_a_try_has_a_deadline_however_slowly_the_receiver_drips():
+    """In a process patched as the worker is: one try, a 1 s deadline, against a status line dripped
+    a byte per 0.3 s (its whole answer would take 11 s)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with Answering(drips) as dripping:
+        done = subprocess.run([sys.executable, "-c", TRY_UNDER_GEVENT, SECRET, dripping.url + "/hook"],
+                              cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == repr((False, None, "The receiver did not answer in time.")), done.stdout
+        assert not dripping.finished.is_set()  # cut mid-drip, not after it
+    assert len(dripping.requests) == 1
+
+
+@both_backends
+def test_the_sender_refills_its_slots_while_one_receiver_hangs(app, client, receiver):
+    with sending(app) as sender, Receiver(["hang"]) as silent:
+        queue.request_cancel(create_job(client, webhook=silent.url + "/hook"))
+        sender.start()  # serve(), as the worker runs it
+        silent.wait_for(1)  # its try holds one of the 4 slots
+        # More than the 3 free slots: the 5 go through them while the silent one is still being tried.
+        for _ in range(5):
+            queue.request_cancel(create_job(client, webhook=receiver.url + "/hook"))
+        receiver.wait_for(5)
+        wait_until(lambda: [d.status for d in deliveries()] == ["pending"] + ["delivered"] * 5, 10,
+                   "the 5 deliveries to be recorded delivered")
+        held = deliveries()[0]
+        assert (held.attempts, held.last_error) == (0, None) and held.lease_until is not None  # still in flight
+        assert not silent.closing.is_set() and len(silent.got()) == 1
+        sender.stop(10)
+        assert not sender.thread.is_alive()
+    assert len(receiver.got()) == 5 and {t.path for t in receiver.got()} == {"/hook"}
+
+
+# --- 12. after the review: the webhook checked after the rate limit, ASCII only ---------------------
+@both_backends
+@pytest.mark.parametrize("path", [API, BATCHES])
+def test_the_webhook_is_checked_only_once_the_rate_limit_admits_the_request(app, client, monkeypatch, path):
+    from webapp import ratelimits
+
+    looked_up, real = [], socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "private.example.test":
+            looked_up.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(targets.socket, "getaddrinfo", resolver)
+    minute = utcnow().replace(second=30, microsecond=0)  # one rate window for the whole test
+    monkeypatch.setattr(ratelimits, "utcnow", lambda: minute)
+    app.config.update(RATE_LIMIT_PER_MINUTE=1, WEBHOOK_ALLOW_PRIVATE=False)
+    request = {"items": [{"prompt": "Say hello"}]} if path == BATCHES else {"prompt": "Say hello"}
+    assert client.post(path, json=request).status_code == 202  # the minute's one create
+    refused = client.post(path, json={**request, "webhook": "https://private.example.test/hook"})
+    assert refused.status_code == 429, refused.get_json()
+    assert looked_up == []  # an over-limit caller cannot make us look names up
+    app.config["RATE_LIMIT_PER_MINUTE"] = 0
+    checked = client.post(path, json={**request, "webhook": "https://private.example.test/hook"})
+    assert checked.status_code == 400 and checked.get_json()["field"] == "webhook"
+    assert looked_up == ["private.example.test"]  # the check is made, once admitted
+    assert count_rows(Batch if path == BATCHES else Job) == 1
+
+
+@pytest.mark.parametrize("url", ["https://example.com/\ud800", "https://exämple.com/hook",
+                                 "https://example.com/päth"])
+@pytest.mark.parametrize("path", [API, BATCHES])
+def test_a_non_ascii_webhook_url_is_400_naming_it_not_a_500(app, client, url, path):
+    request = {"items": [{"prompt": "Say hello"}]} if path == BATCHES else {"prompt": "Say hello"}
+    response = client.post(path, json={**request, "webhook": url})
+    assert response.status_code == 400, response.get_json()
+    answer = response.get_json()
+    assert answer["field"] == "webhook" and "ASCII" in answer["error"]
+    assert (count_rows(Job), count_rows(Batch), count_rows(WebhookDelivery)) == (0, 0, 0)
+
+
+@both_backends
+def test_an_output_in_flight_when_the_job_ends_gives_way_if_its_try_fails(app):
+    """The last output is often being tried as the job ends: if that try fails, it is superseded
+    (the end carries all the text), not retried ahead of `completed` for a day."""
+    job = enqueue(events=ALL)
+    claimed = queue.claim("w1", 30)
+    beat(claimed, "", "Hi")
+    outbox.settle(outbox.claim(utcnow(), 60)[0], True, 200, None, (300.0,))  # the start
+    in_flight, = outbox.claim(utcnow() + timedelta(seconds=1), 60)
+    assert in_flight.event == "output"
+    assert queue.finish(job.id, "w1", "completed", result="Hi", output_chars=2)
+    assert deliveries(job_pk=job.id)[1].status == "pending"  # being tried: left to its sender
+    outbox.settle(in_flight, False, 500, "The receiver answered 500.", (300.0,))
+    assert [d.status for d in deliveries(job_pk=job.id)] == ["delivered", "superseded", "pending"]
+    end, = outbox.claim(utcnow(), 60)
+    assert end.event == "completed"
+
+
+@both_backends
+def test_an_output_whose_sender_died_holding_it_gives_way_to_the_end(app):
+    job = enqueue(events=ALL)
+    claimed = queue.claim("w1", 30)
+    beat(claimed, "", "Hi")
+    outbox.settle(outbox.claim(utcnow(), 60)[0], True, 200, None, (300.0,))
+    held, = outbox.claim(utcnow() + timedelta(seconds=1), 60)
+    make_due(held.id, lease_until=True)  # its lease ran out: the sender died
+    assert queue.finish(job.id, "w1", "completed", result="Hi", output_chars=2)
+    assert [d.status for d in deliveries(job_pk=job.id)] == ["delivered", "superseded", "pending"]
+    outbox.settle(held, True, 200, None, (300.0,))  # a late word from the dead sender changes nothing
+    assert deliveries(job_pk=job.id)[1].status == "superseded"

@@ -99,10 +99,12 @@ def _add_or_refresh(event, url, body, **source):
 
 
 def _supersede_outputs(**source):
-    """Pending `output` deliveries that already failed a try (and are not being tried now) give
-    way to the newer message being recorded."""
+    """Pending `output` deliveries that already failed a try, or whose sender died holding them,
+    give way to the newer message being recorded. One being tried now is left to its sender,
+    whose `settle` supersedes it if the try fails."""
+    not_held = sa.or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < utcnow())
     stale = (_of(source), WebhookDelivery.event == "output", WebhookDelivery.status == PENDING,
-             WebhookDelivery.attempts > 0, WebhookDelivery.lease_until.is_(None))
+             sa.or_(WebhookDelivery.attempts > 0, WebhookDelivery.lease_until.is_not(None)), not_held)
     db.session.execute(sa.update(WebhookDelivery).where(*stale).values(status=SUPERSEDED)
                        .execution_options(synchronize_session=False))
 
@@ -152,6 +154,8 @@ def settle(delivery, ok, status_code, error, delays):
     values = {"attempts": tries, "lease_until": None, "last_status_code": status_code, "last_error": error}
     if ok:
         values.update(status=DELIVERED, delivered_at=now, last_error=None)
+    elif delivery.event == "output" and _overtaken(delivery.id):
+        values.update(status=SUPERSEDED)  # newer text or the end was recorded while this was tried
     elif tries > len(delays):
         values.update(status=FAILED)
     else:
@@ -161,6 +165,15 @@ def settle(delivery, ok, status_code, error, delays):
     db.session.execute(sa.update(WebhookDelivery).where(*ours).values(**values)
                        .execution_options(synchronize_session=False))
     db.session.commit()
+
+
+def _overtaken(pk):
+    """Whether a later delivery of the same job or batch exists."""
+    job_pk, batch_pk = db.session.execute(sa.select(WebhookDelivery.job_pk, WebhookDelivery.batch_pk)
+                                          .where(WebhookDelivery.id == pk)).one()
+    source = {"job_pk": job_pk} if job_pk is not None else {"batch_pk": batch_pk}
+    return db.session.scalar(sa.select(WebhookDelivery.id).where(_of(source), WebhookDelivery.id > pk)
+                             .limit(1)) is not None
 
 
 # --- what the page and the API show --------------------------------------------------------------
