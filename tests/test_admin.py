@@ -8,10 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from webapp import overview, owners, queue, ratelimits
+from webapp import owners, queue, ratelimits
 from webapp.extensions import db
 from webapp.models import Job, utcnow
 from webapp.owners import keys
+from webapp.telemetry import overview
 from webapp.web import admin, admin_access, charts
 
 from helpers import both_backends

@@ -20,7 +20,7 @@ def test_ready_when_migrated_to_head(client):
 
 
 def head_of(app):
-    from webapp import schema_version
+    from webapp.telemetry import schema_version
 
     return schema_version.head(app)
 
@@ -93,7 +93,7 @@ def test_not_ready_when_the_pool_times_out(client, monkeypatch):
     """A pool that has no connection to give (QueuePool's TimeoutError carries no driver error)."""
     import sqlalchemy.exc
 
-    from webapp import schema_version
+    from webapp.telemetry import schema_version
 
     def no_connection():
         raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached")

@@ -1,7 +1,7 @@
 """`flask queue`: the queue and the workers, as the database has them."""
 import click
 
-from webapp import overview
+from webapp.telemetry import overview
 
 
 @click.command("queue")

@@ -7,7 +7,7 @@ from webapp import statuses
 from webapp.cli.owner import shown
 from webapp.cli.screen import duration
 from webapp.models import utcnow
-from webapp.overview import key_names
+from webapp.telemetry.overview import key_names
 
 PIPE_WIDTH = 200  # a pipe gets whole rows, not rich's 80 columns: a script greps ids and prompts
 RIGHT = ("place", "tokens")

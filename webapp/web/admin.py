@@ -4,9 +4,10 @@ import functools
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
-from webapp import overview, ratelimits
+from webapp import ratelimits
 from webapp.models import utcnow
 from webapp.owners import keys
+from webapp.telemetry import overview
 from webapp.web import admin_access, charts, csrf
 from webapp.web.admin_access import NoKeys, SignInNeeded, operator_required
 

@@ -6,7 +6,7 @@ so a router holds traffic back from a process that could only answer errors. Nei
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import schema_version
+from webapp.telemetry import schema_version
 
 bp = Blueprint("health", __name__)
 NO_STORE = {"Cache-Control": "no-store"}
