@@ -244,7 +244,8 @@
         if (response.status === 404) return self.unreadable();  // deleted since it ended
         if (!response.ok) throw new Error("status: " + response.status);
         return response.json().then(function (body) {
-          self.fire(body.job.status === "completed" ? "livegen:complete" : "livegen:error", body.job);
+          var card = self.card();  // the ended card, as the server rendered it, says how it ended
+          self.fire(card && card.dataset.completed === "true" ? "livegen:complete" : "livegen:error", body.job);
         });
       })
       .catch(function () {

@@ -2,12 +2,15 @@
 the worker process reaches no route, the pure parts use only the standard library."""
 import ast
 import pathlib
+import re
 import sys
 
 import pytest
 
-from webapp import queue
+from webapp import queue, statuses
 from webapp.extensions import db
+from webapp.web.pages import SSE_FRESH_MS
+from webapp.web.templating import STALLED_AFTER_MS
 
 from servers import ROOT
 
@@ -93,7 +96,8 @@ def test_the_shared_core_imports_neither_side():
         assert not sides, f"{path.name} imports {sides}"
 
 
-PURE = ("webapp.progress", "webapp.estimates", "webapp.web.sse", "webapp.statuses", "webapp.logs")
+PURE = ("webapp.progress", "webapp.estimates", "webapp.web.sse", "webapp.web.events", "webapp.statuses",
+        "webapp.logs")
 
 
 @pytest.mark.parametrize("module", PURE)
@@ -102,7 +106,9 @@ def test_the_pure_parts_use_only_the_standard_library(module):
     def allowed(name):
         return name.split(".")[0] in STDLIB or any(name == pure or name.startswith(pure + ".") for pure in PURE)
 
-    outside = {name for name in imports_of(module_path(module)) if not allowed(name)}
+    names = imports_of(module_path(module))
+    parents = {name.rsplit(".", 1)[0] for name in names if allowed(name)}  # `from webapp import statuses`
+    outside = {name for name in names if not allowed(name)} - parents
     assert outside == set(), f"{module} imports {outside}"
 
 
@@ -127,3 +133,18 @@ def test_an_open_stream_holds_no_database_connection(app, client, path):
     assert next(frames).startswith(b"retry:") and next(frames).startswith(b"id: ")  # the snapshot
     assert db.engine.pool.checkedout() == 0
     response.close()
+
+
+PAGES = [*pathlib.Path(ROOT, "templates").glob("*.html"), *pathlib.Path(ROOT, "static").glob("*.js")]
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda path: path.name)
+def test_templates_and_scripts_take_statuses_and_timings_from_the_server(path):
+    """One vocabulary: a status word in quotes, a timing the server owns written as a number, or a
+    second start-up path beside htmx.onLoad would drift from the Python that defines them."""
+    text = path.read_text()
+    quoted = {word for word in statuses.ALL for quote in "'\"" if f"{quote}{word}{quote}" in text}
+    assert not quoted, f"{path.name} spells statuses {quoted}: use statuses.* or a data- attribute"
+    for value in (SSE_FRESH_MS, STALLED_AFTER_MS):
+        assert not {str(value), f"{value:_}"} & set(re.findall(r"[\d_]+", text)), f"{path.name} repeats {value}"
+    assert "DOMContentLoaded" not in text

@@ -128,16 +128,22 @@ def admit(owner, items=None):
                               "(MAX_QUEUED_PER_OWNER): wait for some to start, or cancel some.")
 
 
+def no_such_batch(batch_id):
+    """As no_such_job: one answer for a batch that is not there and one that is not yours."""
+    return NotFound(f"No batch with id '{batch_id[:64]}'.")
+
+
 def readable_batch_or_404(batch_id):
     """The batch, for reading: as a job, anyone with its link, unless PRIVATE_JOBS."""
     batch = batch_store.get(batch_id)
     if batch is None or (current_app.config["PRIVATE_JOBS"] and batch.owner not in readers()):
-        raise NotFound(f"No batch with id '{batch_id[:64]}'.")
+        raise no_such_batch(batch_id)
     return batch
 
 
 def own_batch_or_404(batch_id, owner):
+    """The batch, for changing it: only its owner may."""
     batch = batch_store.get(batch_id)
     if batch is None or batch.owner != owner:
-        raise NotFound(f"No batch with id '{batch_id[:64]}'.")
+        raise no_such_batch(batch_id)
     return batch

@@ -16,7 +16,7 @@ from webapp import ollama, output, queue, statuses
 from webapp.batches import store as batch_store
 from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web import csrf, live, sse, webhook_pages
-from webapp.web.access import admit, browser_owner, may_read, own_job_or_404, readable_job_or_404
+from webapp.web.access import admit, browser_owner, may_read, no_such_job, own_job_or_404, readable_job_or_404
 from webapp.web.events import event_id, text_event, text_events
 from webapp.web.validation import InvalidInput, form_defaults, generation_request, whole_numbers
 
@@ -124,7 +124,7 @@ def output_since(job_id):
     position = tuple(_whole(name) for name in ("attempt", "from", "thinking_from"))
     snap = live.read_snapshots([job_id], {job_id: position}, readable=may_read)[job_id]
     if snap is None:
-        abort(404, "No such job.")
+        raise no_such_job(job_id)
     texts, reset, now = snap["_opening"]
     pieces = {kind: text_event(kind, *texts[kind], now[0], reset)[1] for kind in output.KINDS}
     return {"job_id": job_id, "version": snap["version"], "status": snap["status"],
