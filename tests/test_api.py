@@ -1,5 +1,12 @@
 """The JSON API as the contract states it, on SQLite and on MySQL."""
+from datetime import timedelta
+
 import pytest
+
+from webapp import history, statuses
+from webapp.extensions import db
+from webapp.models import Job, utcnow
+from webapp.web import events
 
 from helpers import both_backends, row
 
@@ -33,6 +40,30 @@ def test_create_then_status_has_every_contract_field(client):
     assert job["created_at"].endswith("Z") and job["started_at"] is None
     assert "result" not in job  # only a completed job carries its text
     assert row(job_id).options == {"num_predict": 64, "temperature": 0.2}
+
+
+def finished_jobs(model, tokens, count=6):
+    """Jobs this server finished earlier, as the worker leaves them: what estimates learn from."""
+    now = utcnow()
+    for n in range(count):
+        db.session.add(Job(prompt=f"earlier {n}", model=model, status=statuses.COMPLETED, prompt_kind="plain:s:-",
+                           completion_tokens=tokens, tokens_per_second=50.0, load_ms=100, cold_start=False,
+                           prompt_eval_ms=5, prompt_tokens=10, done_reason="stop",
+                           started_at=now - timedelta(seconds=2), completed_at=now))
+    db.session.commit()
+    history.forget()
+
+
+@both_backends
+def test_the_202_tells_the_wait_ahead_once_the_model_has_history(client):
+    first = create(client, {"prompt": "Hello", "model": "llama3.2"}).get_json()
+    assert first["queue_position"] == 1 and first["estimated_remaining"] is None  # nothing learned yet
+    finished_jobs("llama3.2", tokens=100)
+    second = create(client, {"prompt": "Hello again", "model": "llama3.2"}).get_json()
+    assert second["queue_position"] == 2
+    assert 0 < second["estimated_remaining_low"] <= second["estimated_remaining"] <= second["estimated_remaining_high"]
+    status = client.get(second["links"]["status"]).get_json()["job"]
+    assert [second[name] for name in events.SUBMIT_FIELDS] == [status[name] for name in events.SUBMIT_FIELDS]
 
 
 @both_backends

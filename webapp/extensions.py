@@ -1,9 +1,10 @@
 """Extension singletons, bound to an app in `create_app` (so tests and the worker get their own),
-and the one safe way to drop a session."""
+the one safe way to drop a session, and a commit whose new row stays readable without a query."""
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm.attributes import set_committed_value
 
 # Named constraints, so Alembic migrations are the same on SQLite and MySQL.
 NAMING = {
@@ -25,3 +26,13 @@ def discard_session():
         db.session.remove()
     except (OperationalError, InterfaceError):
         db.session.registry.clear()
+
+
+def commit_keeping(row, *names):
+    """Commit, with these attributes of `row` still readable after it without a query: reading
+    them back could fail on a database blink, and a client told 503 would send again what was
+    created."""
+    kept = {name: getattr(row, name) for name in names}
+    db.session.commit()
+    for name, value in kept.items():
+        set_committed_value(row, name, value)

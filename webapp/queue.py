@@ -2,12 +2,11 @@
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp import owners, statuses, turns
 from webapp.batches import counters
 from webapp.estimates import prompt_kind
-from webapp.extensions import db
+from webapp.extensions import commit_keeping, db
 from webapp.models import Job, new_job_id, utcnow
 from webapp.telemetry import totals
 from webapp.webhooks import outbox
@@ -43,17 +42,13 @@ def _ended(job_pk, status):
 
 
 def enqueue(prompt, model, system=None, options=None, owner=owners.ANONYMOUS, webhook=None, webhook_events=None):
-    """A new queued job. Its ids stay readable after the commit without a query: reading them
-    back could fail on a database blink, and a client told 503 would send the job again."""
+    """A new queued job, its ids readable after the commit without a query (commit_keeping)."""
     job = Job(job_id=new_job_id(), owner=owner, prompt=prompt, model=model, system=system,
               options=options or {}, status=statuses.QUEUED, prompt_kind=prompt_kind(prompt, system),
               webhook=webhook, webhook_events=webhook_events)
     db.session.add(job)
     db.session.flush()
-    ids = {"id": job.id, "job_id": job.job_id}
-    db.session.commit()
-    for name, value in ids.items():
-        set_committed_value(job, name, value)
+    commit_keeping(job, "id", "job_id")
     return job
 
 

@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from webapp import statuses
 from webapp.batches.counters import bump, close
 from webapp.estimates import prompt_kind
-from webapp.extensions import db
+from webapp.extensions import commit_keeping, db
 from webapp.models import Batch, Job, new_job_id, utcnow
 from webapp.telemetry import totals
 from webapp.webhooks import outbox
@@ -38,7 +38,7 @@ def create(owner, items, model, webhook=None, webhook_events=None):
     for start in range(0, len(rows), INSERT_ROWS):
         db.session.execute(sa.insert(Job), rows[start:start + INSERT_ROWS])
     outbox.record_batch(batch.id, "start")
-    db.session.commit()
+    commit_keeping(batch, "id", "batch_id", "total")  # the 202 says them
     return batch
 
 

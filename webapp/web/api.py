@@ -1,17 +1,22 @@
 """The JSON API: create a generation, read its status, cancel it (the SSE routes are in `streams`)."""
 import json
+import logging
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.exceptions import BadRequest, Conflict, UnsupportedMediaType
 
 from webapp import output, queue, statuses
+from webapp.extensions import discard_session
 from webapp.snapshots import snapshot_of, snapshots_of
+from webapp.web import events
 from webapp.web.access import admit, api_owner, own_job_or_404, readable_job_or_404
+from webapp.web.errors import DATABASE_ERRORS
 from webapp.web.validation import InvalidInput, generation_request, include_output, list_filters
 from webapp.web.webhook_input import checked, take_webhook_fields
 from webapp.webhooks import outbox
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1/ai/generation")
+log = logging.getLogger(__name__)
 
 
 def read_json():
@@ -45,11 +50,26 @@ def create():
     asked = take_webhook_fields(body)
     fields = generation_request(body, current_app.config["DEFAULT_MODEL"])
     admit(owner)
-    job = queue.enqueue(**fields, **checked(asked), owner=owner)
-    response = jsonify(success=True, job_id=job.job_id, status=statuses.QUEUED, links=links(job.job_id, job.webhook))
+    hooks = checked(asked)
+    job = queue.enqueue(**fields, **hooks, owner=owner)
+    response = jsonify(success=True, job_id=job.job_id, status=statuses.QUEUED, **wait_ahead(job.job_id),
+                       links=links(job.job_id, hooks["webhook"]))
     response.status_code = 202
     response.headers["Location"] = url_for("api.status", job_id=job.job_id)
     return response
+
+
+def wait_ahead(job_id):
+    """A new job's place in line and, once its model has history, the time left with its range.
+    Read after the commit: a database fault here leaves them null, since a 503 would make the
+    client send a job that exists again."""
+    try:
+        snap = snapshot_of(queue.get(job_id))
+    except DATABASE_ERRORS as error:
+        log.warning("job %s created; its wait ahead could not be read: %s", job_id, error)
+        discard_session()
+        return dict.fromkeys(events.SUBMIT_FIELDS)
+    return {name: snap[name] for name in events.SUBMIT_FIELDS}
 
 
 @bp.get("/<job_id>/status")

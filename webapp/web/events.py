@@ -6,6 +6,8 @@ PROGRESS_FIELDS = ("status", "phase", "progress", "current_tokens", "tokens_per_
                    "estimated_remaining", "estimated_remaining_low", "estimated_remaining_high",
                    "prompt_tokens", "completion_tokens", "total_tokens", "queue_position", "time_since_submit",
                    "thinking_tokens", "timestamp")
+# What the create's 202 tells of the wait ahead (null where not known yet).
+SUBMIT_FIELDS = ("queue_position", "estimated_remaining", "estimated_remaining_low", "estimated_remaining_high")
 COMPLETE_FIELDS = ("status", "total_tokens", "prompt_tokens", "completion_tokens", "elapsed_time",
                    "tokens_per_second", "thinking_tokens")
 
