@@ -1,7 +1,7 @@
 """Worker benchmark: one `python worker.py` streaming many generations from the simulator.
 
     .venv/bin/python bench/worker_bench.py [--database-url URL] [--jobs 64] [--concurrency 64]
-                                           [--tps 50] [--tokens 500] [--interval 0.5]
+                                           [--tps 50] [--tokens 500] [--interval 0.5] [--cancels 10]
 
 It starts the simulated Ollama in this process, migrates a fresh database (a SQLite file in a
 temporary directory by default; on MySQL/MariaDB it drops and recreates the livegen tables of the
@@ -16,7 +16,13 @@ It reports
   * the delay from a token leaving the simulator (`sent_at`, after the flush) to its count being
     in the row (the `last_update_at` of the first write whose `current_tokens` covers it), p50/p95;
   * the simulator's achieved token rate per stream, so a reader can tell whether the load
-    generator (which shares this process and the machine) kept up.
+    generator (which shares this process and the machine) kept up;
+  * cancel latency, after the jobs above have ended: --cancels jobs one at a time, each cancelled
+    as the API's cancel route does it (queue.request_cancel) at a random moment 0..--interval
+    after its first tokens were written; the seconds from that call to the row reading
+    "cancelled" (as a reader polling every --sample-ms sees it), and to the last token the
+    simulator sent before it found the stream closed by the worker (that is, when generating
+    stopped; the close itself came at most a token or two, 1/--tps each, earlier).
 
 A table goes to stdout and the same figures, as JSON, to bench/results/worker-<timestamp>.json.
 The run is bounded (--timeout) and the worker is killed on any exit.
@@ -26,6 +32,7 @@ import bisect
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -44,7 +51,7 @@ from flask_migrate import upgrade  # noqa: E402
 
 from bench.benchlib import machine_cpu, pct, pids_named, proc_cpu, stop_process  # noqa: E402
 from simulator import Simulator  # noqa: E402
-from webapp import create_app  # noqa: E402
+from webapp import create_app, queue  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import Job  # noqa: E402
 from webapp.progress import estimate_tokens  # noqa: E402
@@ -213,6 +220,54 @@ def sample(app, worker, pks, args, deadline):
             time.sleep(max(0.0, period - (time.time() - started)))
     cpu_samples.append((time.time(), proc_cpu(worker.pid)))
     return observations, cpu_samples, poll_times, timed_out
+
+
+def measure_cancels(app, sim, args):
+    """Cancel --cancels running jobs, one after another (see the module's docstring); returns
+    (seconds to the row reading cancelled, seconds to the last token sent, problems)."""
+    table = Job.__table__
+    period = args.sample_ms / 1000
+    to_row, asked_at, problems = [], {}, []
+    with app.app_context(), db.engine.connect() as conn:
+        def poll(pk, predicate, timeout):
+            """The row's (status, current_tokens) once `predicate` holds, read every --sample-ms."""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                state = conn.execute(sa.select(table.c.status, table.c.current_tokens).where(table.c.id == pk)).one()
+                conn.rollback()  # the next read sees the latest commit
+                if predicate(state):
+                    return state
+                time.sleep(period)
+            return None
+
+        for n in range(args.cancels):
+            prompt = f"Cancel benchmark {n}: tell a long story."
+            job = queue.enqueue(prompt=prompt, model=MODEL, options={"num_predict": 1_000_000})
+            if poll(job.id, lambda state: state.status == "processing" and state.current_tokens > 0, 30) is None:
+                problems.append(f"cancel {n}: the job never streamed")
+                continue
+            time.sleep(random.uniform(0, args.interval))  # anywhere in the worker's progress cycle
+            asked, asked_at[prompt] = time.monotonic(), time.time()
+            answer = queue.request_cancel(job)
+            ended = poll(job.id, lambda state: state.status != "processing", 30)
+            if answer != "requested" or ended is None or ended.status != "cancelled":
+                problems.append(f"cancel {n}: request_cancel said {answer!r}, the row then read "
+                                f"{ended and ended.status!r}")
+                continue
+            to_row.append(time.monotonic() - asked)
+        db.session.remove()
+    if not asked_at:
+        return to_row, [], problems
+    # Afterwards, so copying the simulator's records costs nothing inside a measurement.
+    try:
+        records = sim.wait_for(lambda rs: sum(r.client_closed for r in rs if (r.body or {}).get("prompt") in asked_at)
+                               == len(asked_at), 10)
+    except TimeoutError:
+        problems.append("the worker did not close every cancelled job's stream")
+        records = sim.requests
+    to_last = [r.sent_at[-1] - asked_at[r.body["prompt"]] for r in records
+               if (r.body or {}).get("prompt") in asked_at and r.client_closed and r.sent_at]
+    return to_row, to_last, problems
 
 
 def final_rows(app, pks):
@@ -399,6 +454,10 @@ def analyse(args, by_prompt, rows, records, observations, cpu_samples, poll_time
     }
 
 
+def _with_n(fmt, d):
+    return f"{fmt(d, 1000, ' ms', 0)} ({d['n']})" if d else "n/a"
+
+
 def print_table(meta, s):
     def fmt(d, scale=1.0, unit="", digits=3):
         if not d:
@@ -453,6 +512,8 @@ def print_table(meta, s):
         ("sampler poll period p50/p95/max", fmt(s["sampler_poll_period"], 1000, " ms", 0)),
         ("jobs whose live count > final eval_count",
          f"{s['jobs_whose_live_count_exceeded_the_final_count']} (by up to {s['max_live_count_above_final']})"),
+        ("cancel -> row cancelled p50/p95/max (n)", _with_n(fmt, s.get("cancel_to_row_cancelled"))),
+        ("cancel -> last token sent p50/p95/max (n)", _with_n(fmt, s.get("cancel_to_last_token_sent"))),
     ]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
@@ -476,6 +537,8 @@ def parse_args(argv=None):
                         "(default: 60 + 3x the ideal generation time)")
     parser.add_argument("--force", action="store_true",
                         help="allow dropping the tables of a database whose name lacks 'bench'")
+    parser.add_argument("--cancels", type=int, default=10,
+                        help="then cancel this many running jobs, one at a time, for the cancel latency (0: none)")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     return parser.parse_args(argv)
 
@@ -514,6 +577,7 @@ def main(argv=None):
                                                              args, deadline)
         cpu1, t1 = proc_cpu(worker.pid), time.time()
         machine1, own1, db1 = machine_cpu(), proc_cpu(os.getpid()), proc_cpu(db_pid)
+        to_row, to_last, cancel_problems = measure_cancels(app, sim, args)
         worker.stop()
         log = worker.log()
         rows = final_rows(app, list(by_prompt.values()))
@@ -529,6 +593,9 @@ def main(argv=None):
         summary["other_processes_cpu_utilisation"] = round(
             busy / total * cores - (cpu1 - cpu0 + own1 - own0 + db1 - db0) / (t1 - t0), 3) if total else None
         summary["background_cpu_before_start"] = round(background, 3)
+        summary["cancel_to_row_cancelled"] = dist(to_row, 4)
+        summary["cancel_to_last_token_sent"] = dist(to_last, 4)
+        summary["problems"].extend(cancel_problems)
         if background > 0.2:
             summary["problems"].append(f"the machine was busy before the run ({background:.0%} of a "
                                        "core): other processes skew these figures")
@@ -544,6 +611,7 @@ def main(argv=None):
                 "database": redact(url).split("?")[0] if not url.startswith("sqlite") else "sqlite (temp file)",
                 "jobs": args.jobs, "concurrency": args.concurrency, "tps": args.tps, "tokens_per_job": args.tokens,
                 "interval": args.interval, "sample_ms": args.sample_ms, "load_delay": args.load_delay,
+                "cancels": args.cancels,
                 "jitter": sim.jitter, "nproc": os.cpu_count(), "python": sys.version.split()[0],
                 "commit": commit}
         print_table(meta, summary)

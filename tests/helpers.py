@@ -61,12 +61,14 @@ class WorkerThread:
         self.thread.join(30)
 
 
-def wait_until(predicate, timeout, what, interval=0.02):
-    """The first truthy value of `predicate()`, polled until `timeout` s; fails saying `what`."""
+def wait_until(predicate, timeout, what, interval=0.02, detail=None):
+    """The first truthy value of `predicate()`, polled every `interval` s until `timeout` s; fails
+    saying `what`, and `detail()` when given (say, the last state seen)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}"
+                         + (f"; last seen: {detail()}" if detail else ""))

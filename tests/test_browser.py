@@ -27,6 +27,7 @@ from browser_support import (
     tokens,
     wait_for_cards,
 )
+from helpers import wait_until
 from servers import Gunicorn, WorkerProcess
 
 pytestmark = pytest.mark.browser
@@ -80,13 +81,14 @@ def ended_ms(web, job_id):
 
 def wait_for_tokens(web, job_id, timeout=15):
     """Until the job is generating (it has tokens), through the JSON API."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = requests.get(f"{web.url}{API}/{job_id}/status", timeout=10).json()["job"]
-        if job["status"] == "processing" and job["current_tokens"]:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"the job did not start generating in {timeout} s: {job}")
+    seen = []
+
+    def generating():
+        seen[:] = [requests.get(f"{web.url}{API}/{job_id}/status", timeout=10).json()["job"]]
+        return seen[0]["status"] == "processing" and seen[0]["current_tokens"] and seen[0]
+
+    return wait_until(generating, timeout, "the job to start generating", interval=0.05,
+                      detail=lambda: seen[0] if seen else None)
 
 
 def probe(page):

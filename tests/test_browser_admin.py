@@ -4,10 +4,12 @@ operator signs in with a key, sees the queue, the running jobs with their leases
 the per-model charts (inline SVG, drawn at a real size, under the page's CSP), light and dark; the
 panel polls; signing out, and revoking the key, each bring back the sign-in form.
 
-Screenshots go to test-output/browser/<test name>/ and, for the docs, to docs/img/ (admin-light.png,
-admin-dark.png, admin-sign-in.png). Without Chromium these tests skip, or fail under
-REQUIRE_BROWSER=1 (CI), as every browser test does.
+Screenshots go to test-output/browser/<test name>/. With UPDATE_DOC_IMAGES=1 three of them are
+also copied to docs/img/ (admin-light.png, admin-dark.png, admin-sign-in.png), the images
+docs/admin.md shows; without it a run leaves the git tree alone. Without Chromium these tests
+skip, or fail under REQUIRE_BROWSER=1 (CI), as every browser test does.
 """
+import os
 import random
 import re
 import shutil
@@ -32,6 +34,7 @@ pytest_plugins = ["browser_fixtures"]  # browser, artifacts, web, open_page
 
 API = "/api/v1/ai/generation"
 DOCS_IMG = Path(ROOT) / "docs" / "img"
+UPDATE_DOC_IMAGES = os.environ.get("UPDATE_DOC_IMAGES") == "1"  # refresh docs/img/ (see the docstring)
 WIDE = {"width": 1280, "height": 900}
 PANEL = re.compile(r"/admin/panel$")
 
@@ -136,8 +139,10 @@ def assert_clean(page, net):
 
 
 def save_for_docs(path, name):
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, DOCS_IMG / name)
+    """The screenshot at `path` becomes docs/img/<name>, only when UPDATE_DOC_IMAGES=1."""
+    if UPDATE_DOC_IMAGES:
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOCS_IMG / name)
 
 
 def test_an_operator_signs_in_and_sees_queue_workers_failures_and_charts_light_and_dark(

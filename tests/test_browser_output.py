@@ -29,7 +29,7 @@ from browser_support import (
     tokens,
     wait_for_cards,
 )
-from helpers import both_backends
+from helpers import both_backends, wait_until
 from servers import WorkerProcess
 
 pytestmark = pytest.mark.browser
@@ -134,13 +134,14 @@ def job_status(web, job_id, output=False):
 
 
 def wait_for_status(web, job_id, predicate, timeout=30, what="the job"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = job_status(web, job_id)
-        if predicate(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not reach the expected state in {timeout} s: {job}")
+    seen = []
+
+    def reached():
+        seen[:] = [job_status(web, job_id)]
+        return predicate(seen[0]) and seen[0]
+
+    return wait_until(reached, timeout, f"{what} to reach the expected state", interval=0.05,
+                      detail=lambda: seen[0] if seen else None)
 
 
 def ms(iso):

@@ -1,13 +1,18 @@
-"""Database faults through real processes: a reset or a silent database ends in a 503, then recovery."""
-import time
+"""Database faults through real processes: a reset or a silent database ends in a 503, then recovery;
+a write that committed keeps its answer."""
+import contextlib
+import socket
 
 import pytest
 import requests
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from webapp import queue, statuses
+from webapp.extensions import db
+from webapp.models import Job
 
-from helpers import row
+from helpers import row, wait_until
 from servers import Gunicorn, WorkerProcess
 from tcpproxy import TcpProxy
 
@@ -18,10 +23,36 @@ TIMEOUTS = {"DB_CONNECT_TIMEOUT": "1", "DB_READ_TIMEOUT": "1", "DB_WRITE_TIMEOUT
 PATIENCE = 15
 
 
+class StepProxy(TcpProxy):
+    """A TcpProxy that can also reset at a marker sent after others: `reset_when_client_sends_after(
+    first, ..., last)` forwards each of `first, ...` as a client sends them, in turn, and resets
+    the moment one sends `last` (unforwarded). Same thread, same one-shot Event as the plain one."""
+
+    steps = ()
+
+    def reset_when_client_sends_after(self, *markers):
+        *steps, last = markers
+        self.marker_seen.clear()
+        self._command(setattr, self, "steps", (list(steps), last))
+        return self.marker_seen
+
+    def _relay(self, sock):
+        step = False
+        if self.steps and self.client_of.get(sock) is sock:
+            with contextlib.suppress(OSError):  # a look at what waits; the plain proxy reads it next
+                step = self.steps[0][0] in sock.recv(65536, socket.MSG_PEEK)
+        super()._relay(sock)
+        if step:
+            steps, last = self.steps
+            steps.pop(0)
+            if not steps:  # armed only now, so a marker equal to the last step's is not this one
+                self.steps, self.marker = (), last
+
+
 @pytest.fixture
 def proxy(database_url):
     url = make_url(database_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 3306)
+    proxy = StepProxy(url.host or "127.0.0.1", url.port or 3306)
     yield proxy
     proxy.close()
 
@@ -47,6 +78,43 @@ def test_a_connection_reset_after_the_last_query_answers_503_not_500(app, proxy,
         assert fired.is_set(), "the request never ended its transaction: the reset did not happen"
         _assert_unavailable(response)
         assert _get(status_url).status_code == 200
+
+
+# On the wire, a create is: INSERT, COMMIT (the job exists from here), the pool's reset of the
+# returned connection, the route's read of the new job for its place in line and estimate (a new
+# transaction), then the ROLLBACK of release_session that ends it: the teardown.
+AFTER_THE_COMMIT = {
+    "teardown": ((b"INSERT INTO ai_generation_jobs", b"COMMIT", b"SELECT ai_generation_jobs.", b"ROLLBACK"),
+                 "database error while ending POST /api/v1/ai/generation"),
+    "wait-ahead-read": ((b"INSERT INTO ai_generation_jobs", b"COMMIT", b"SELECT ai_generation_jobs."),
+                        "created; its wait ahead could not be read"),
+}
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+@pytest.mark.parametrize("where", AFTER_THE_COMMIT)
+def test_a_reset_after_a_create_committed_keeps_its_202(app, proxy, proxied_url, where):
+    """A 503 would make the client send the job again: it was created, so the answer stays 202
+    (with its place in line and estimate null when reading them was cut)."""
+    markers, logged = AFTER_THE_COMMIT[where]
+    with Gunicorn(proxied_url) as server:
+        assert requests.post(server.url + API, json={"prompt": "Warm-up"}, timeout=PATIENCE).status_code == 202
+        fired = proxy.reset_when_client_sends_after(*markers)
+        try:
+            response = requests.post(server.url + API, json={"prompt": "Created once"}, timeout=PATIENCE)
+        except requests.Timeout:
+            pytest.fail(f"no answer within {PATIENCE} s: the request hung on the database")
+        assert fired.is_set(), "the create never sent what the reset waits for: no reset happened"
+        assert logged in server.output()
+        assert response.status_code == 202, response.text[:300]
+        body = response.json()
+        assert (body["queue_position"] is None) == (where == "wait-ahead-read"), body
+        # The proxy forwards new connections again: the job is there, once, read back through it.
+        readback = _get(f"{server.url}{API}/{body['job_id']}/status")
+        assert readback.status_code == 200 and readback.json()["job"]["status"] == statuses.QUEUED
+    assert row(body["job_id"]).prompt == "Created once"
+    assert db.session.scalar(sa.select(sa.func.count()).where(Job.prompt == "Created once")) == 1
 
 
 @pytest.mark.mysql
@@ -89,8 +157,6 @@ def _assert_unavailable(response):
 
 
 def _wait_until_completed(job):
-    deadline = time.monotonic() + PATIENCE
-    while (status := row(job.job_id).status) != statuses.COMPLETED:
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job.job_id} still {status} after {PATIENCE} s: the worker is stuck")
-        time.sleep(0.1)
+    wait_until(lambda: row(job.job_id).status == statuses.COMPLETED, PATIENCE,
+               f"job {job.job_id} to complete (else the worker is stuck)", interval=0.1,
+               detail=lambda: row(job.job_id).status)

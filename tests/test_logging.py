@@ -1,21 +1,14 @@
 """One logging shape for every process: time, level, logger name, message; LOG_LEVEL obeyed."""
 import re
-import time
 
 import requests
 
 from webapp import queue
 
+from helpers import wait_until
 from servers import Gunicorn
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)$")
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def logged(output):
@@ -31,7 +24,8 @@ def test_the_web_process_writes_info_lines_with_time_level_and_logger(database_u
             lines = stream.iter_lines()
             while not next(lines).startswith(b"data:"):  # the snapshot: the stream subscribes next
                 pass
-            wait_until(lambda: "webapp.web.watch" in server.output())
+            wait_until(lambda: "webapp.web.watch" in server.output(), 10, "the watcher's log line",
+                       interval=0.05)
         server.stop()
         lines = logged(server.output())
     info = {logger for level, logger, _ in lines if level == "INFO"}

@@ -1,9 +1,16 @@
 """The HTML routes without a browser: form posts, CSRF, the card's polling contract, headers."""
 import re
+from datetime import datetime
+from html import escape
 
 import pytest
+import sqlalchemy as sa
 
-from webapp import queue
+from webapp import queue, ratelimits
+from webapp.extensions import db
+from webapp.models import Job
+
+from helpers import both_backends
 
 
 def csrf_token(client):
@@ -29,6 +36,25 @@ def test_form_errors_are_shown_with_and_without_htmx(client, htmx, status):
                            headers=headers)
     assert response.status_code == status  # htmx swaps 2xx only
     assert b"must be an Ollama model name" in response.data
+
+
+@both_backends
+def test_the_form_over_the_rate_limit_is_429_with_retry_after_and_the_apis_message(app, client, monkeypatch):
+    app.config["RATE_LIMIT_PER_MINUTE"] = 1
+    # A fixed clock, 20 s into its minute: every hit counts in the same window and waits 40 s.
+    monkeypatch.setattr(ratelimits, "utcnow", lambda: datetime(2030, 1, 1, 12, 0, 20))
+    token = csrf_token(client)
+    first = client.post("/jobs", data={"prompt": "Hello", "csrf_token": token})
+    second = client.post("/jobs", data={"prompt": "Hello again", "csrf_token": token})
+    api = client.post("/api/v1/ai/generation", json={"prompt": "Hello"})  # the same address: counted too
+
+    assert first.status_code == 303
+    assert (second.status_code, api.status_code) == (429, 429)
+    assert second.headers["Retry-After"] == api.headers["Retry-After"] == "40"
+    message = api.get_json()["error"]
+    assert message == "Too many new jobs; try again in 40 s."
+    assert second.mimetype == "text/html" and escape(message) in second.get_data(as_text=True)
+    assert db.session.scalars(sa.select(Job.prompt)).all() == ["Hello"]  # refused ones made no job
 
 
 def test_card_polls_while_running_and_stops_with_286_once_ended(client):

@@ -1,6 +1,5 @@
 """The worker against the simulator: a job streams to completion, and each fault ends where it should."""
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from webapp.models import Job, utcnow
 from webapp.worker.loop import RELEASE_WAIT
 from webapp.worker.run import Run, backoff
 
-from helpers import WorkerThread, both_backends, highest, lowest, row, run_next
+from helpers import WorkerThread, both_backends, highest, lowest, row, run_next, wait_until
 
 API = "/api/v1/ai/generation"
 
@@ -24,15 +23,16 @@ def enqueue(prompt="Write a haiku", **options):
 
 def watch_until_ended(client, job_id, seconds=20):
     """Poll the status route while the job runs; returns every distinct snapshot seen."""
-    seen, deadline = [], time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    seen = []
+
+    def ended():
         job = client.get(f"{API}/{job_id}/status").get_json()["job"]
         if not seen or job["version"] != seen[-1]["version"]:
             seen.append(job)
-        if job["status"] in ("completed", "failed", "cancelled"):
-            return seen
-        time.sleep(0.01)
-    raise AssertionError(f"job did not end in {seconds} s: {seen[-1]}")
+        return job["status"] in ("completed", "failed", "cancelled")
+
+    wait_until(ended, seconds, "the job to end", interval=0.01, detail=lambda: seen[-1])
+    return seen
 
 
 @both_backends
@@ -224,9 +224,8 @@ def test_cancel_while_the_model_loads_ends_at_once(app, sim):
     thread = threading.Thread(target=serve)
     thread.start()
     queue.request_cancel(claimed)
-    started = time.monotonic()
-    while row(job.job_id).status != "cancelled" and time.monotonic() - started < 2:
-        time.sleep(0.05)
-    assert row(job.job_id).status == "cancelled", "the cancel waited for the model load"
+    # Ended while the model loads (3 s), not after it: the deadline stays under the load.
+    wait_until(lambda: row(job.job_id).status == "cancelled", 2,
+               "the cancel to end the job before the load did (else it waited for the load)", interval=0.05)
     assert "loading" in row(job.job_id).error_message
     thread.join(10)

@@ -2,7 +2,6 @@
 import logging
 import re
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +13,7 @@ from webapp.models import Job, utcnow
 from webapp.worker import run as run_module
 from webapp.worker.run import LOG_EVERY, Run
 
-from helpers import WorkerThread, highest, row, run_next
+from helpers import WorkerThread, highest, row, run_next, wait_until
 
 PROGRESS = re.compile(r"job \d+: \d+ tokens \| \d+\.\d tok/s \| \d+% \| \d+\.\d s elapsed \| \w+$")
 
@@ -59,7 +58,7 @@ def test_a_job_run_by_the_worker_logs_progress_then_completed(app, sim, logged, 
     sim.tokens_per_second = 100.0
     job = enqueue(num_predict=30)
     with WorkerThread(app, concurrency=1):
-        _wait(lambda: row(job.job_id).status == "completed", 10, "the job to complete")
+        wait_until(lambda: row(job.job_id).status == "completed", 10, "the job to complete")
     done = row(job.job_id)
     lines = [line for line in logged() if line.startswith(f"job {job.id}: ")]
     progress = [line for line in lines if PROGRESS.match(line)]
@@ -88,7 +87,7 @@ def test_a_cancel_while_generating_logs_the_tokens_kept(app, sim, logged):
     job = enqueue(num_predict=200)
     run = Run(app, queue.claim("w1", 30), "w1")
     thread = _start(app, run)
-    _wait(lambda: row(job.job_id).current_tokens > 0, 10, "the first progress write")
+    wait_until(lambda: row(job.job_id).current_tokens > 0, 10, "the first progress write")
     queue.request_cancel(row(job.job_id))
     thread.join(10)
     kept = row(job.job_id).current_tokens
@@ -124,11 +123,3 @@ def _backdate_run_after(pk):
     db.session.execute(sa.update(Job).where(Job.id == pk).values(run_after=utcnow() - timedelta(seconds=1)))
     db.session.commit()
 
-
-def _wait(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -2,8 +2,9 @@
 
 RELIABILITY.md D.10 (a)-(e), (g). Worker subprocesses are configured only through the
 environment, as in production; their stderr goes to a file that is printed when a test fails.
-Timestamps are backdated instead of waited out, and waits poll a condition with a deadline; the
-only fixed pauses order two signals, or a signal and an insert, that have no visible effect.
+Timestamps are backdated instead of waited out, and waits poll a condition with a deadline (a
+deadline that catches a hang, never a speed: cancel latency is measured in bench/worker_bench.py).
+No fixed pauses: a test that must know a SIGTERM was handled waits for the worker's log line.
 """
 import contextlib
 import signal
@@ -39,16 +40,13 @@ def wait_for_row(job_id, predicate, timeout, what):
 
     def check():
         last[:] = [fresh(job_id)]
-        return predicate(last[0])
+        return predicate(last[0]) and last[0]
 
-    try:
-        wait_until(check, timeout, what)
-    except AssertionError as error:
-        job = last[0] if last else None
-        detail = job and {k: getattr(job, k) for k in ("status", "attempts", "worker_id",
-                                                       "current_tokens", "error_message")}
-        raise AssertionError(f"{error}; last row: {detail}") from None
-    return last[0]
+    def detail():
+        return last and {k: getattr(last[0], k) for k in ("status", "attempts", "worker_id",
+                                                         "current_tokens", "error_message")}
+
+    return wait_until(check, timeout, what, detail=detail)
 
 
 def streaming(job):
@@ -63,6 +61,11 @@ def backdate_lease(pk, seconds=60):
 
 def enqueue(prompt, **options):
     return queue.enqueue(prompt=prompt, model="llama3.2", options=options)
+
+
+def wait_until_stopping(worker, timeout=10):
+    """After a SIGTERM: until the worker logs that it handled it."""
+    wait_until(lambda: "stopping: no new jobs" in worker.output(), timeout, "the worker to log that it is stopping")
 
 
 # --- (a) N jobs x K claimers: exactly once ----------------------------------------------------------
@@ -184,9 +187,9 @@ def test_sigterm_short_grace_releases_the_stalled_job_and_claims_nothing_new(app
 
     worker.signal(signal.SIGTERM)
     term_at = time.monotonic()
-    # No way to see the handler run from outside; let an in-flight loop turn end. A worker that
-    # kept claiming during its grace would still take the new job at its next 0.5 s poll.
-    time.sleep(0.2)
+    # Once the worker is seen stopping: a worker that kept claiming during its grace would take
+    # the new job at its next 0.5 s poll.
+    wait_until_stopping(worker)
     later = enqueue("Queued after SIGTERM", num_predict=5)
     code = worker.wait(15)
     took = time.monotonic() - term_at
@@ -240,8 +243,8 @@ def test_two_sigterms_still_let_the_running_job_finish(app, spawn):
         worker.wait_ready()
         wait_for_row(job.job_id, streaming, 10, "the job to stream")
         worker.signal(signal.SIGTERM)
-        time.sleep(0.2)
-        worker.signal(signal.SIGTERM)
+        wait_until_stopping(worker)
+        worker.signal(signal.SIGTERM)  # once the first was handled: two signals close together may merge
         code = worker.wait(15)
         records = sim2.wait_for(lambda rs: rs and rs[0].finished, 5)
 
@@ -279,11 +282,11 @@ def test_cancel_of_a_running_job_stops_the_stream_keeps_the_text_and_never_retri
     job = enqueue("Cancel me halfway", num_predict=200)
     with serving(kind, app, spawn, sim.url) as worker:
         wait_for_row(job.job_id, streaming, 10, "the job to stream")
-        asked = time.monotonic()
         response = client.post(f"{API}/{job.job_id}/cancel")
         assert response.status_code == 202 and response.get_json()["cancel"] == "requested"
-        cancelled = wait_for_row(job.job_id, lambda j: j.status != "processing", 5, "the job to end")
-        took = time.monotonic() - asked
+        # Unless cancelled, the job completes in 5 s (200 tokens at 40 tok/s): the asserts below
+        # tell. The deadline only catches a hang (the latency is in bench/worker_bench.py).
+        cancelled = wait_for_row(job.job_id, lambda j: j.status != "processing", 10, "the job to end")
         records = sim.wait_for(lambda rs: rs and rs[0].finished, 5)
 
         # Never retried: a sweep leaves it alone, and the live worker takes the next job instead.
@@ -292,7 +295,7 @@ def test_cancel_of_a_running_job_stops_the_stream_keeps_the_text_and_never_retri
         sentinel = enqueue("The next job", num_predict=5)
         wait_for_row(sentinel.job_id, lambda j: j.status == "completed", 10, "the next job")
 
-    assert cancelled.status == "cancelled" and took < 1.0, f"{cancelled.status} after {took:.2f} s"
+    assert cancelled.status == "cancelled", cancelled.error_message
     record = records[0]
     assert record.client_closed and record.final is None  # the Ollama stream was closed
     assert cancelled.result and record.text.startswith(cancelled.result)

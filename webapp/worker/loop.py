@@ -64,6 +64,9 @@ class Worker:
     def stop(self, *_signal):
         if self.stopping.is_set():
             log.info("worker %s: already stopping (a second SIGTERM is not a kill)", self.worker_id)
+        else:
+            log.info("worker %s: stopping: no new jobs; running ones have %s s to finish", self.worker_id,
+                     self.grace)
         self.stopping.set()
         self.wake.set()
 
