@@ -28,11 +28,12 @@ migrate: install
 run: migrate
 	PORT=$(PORT) $(BIN)/python scripts/devrun.py
 
-## test: the whole suite (MySQL and browser tests run when their servers are there), with
-## branch coverage of this process's code (no threshold: it shows what the tests leave out)
+## test: the whole suite (MySQL and browser tests run when their servers are there), in
+## TEST_PROCESSES parallel processes (most tests wait on real servers, not on the CPU), with branch
+## coverage of the test processes' code (no threshold: it shows what the tests leave out)
+TEST_PROCESSES ?= 3
 test: install-dev
-	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
-	$(BIN)/coverage report --sort=cover --skip-covered
+	$(BIN)/pytest -n $(TEST_PROCESSES) --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 ## lint: ruff (pyflakes, pycodestyle, import order, bugbear, ...); fails on any finding
 lint: install-dev

@@ -56,21 +56,31 @@ def sqlite_template(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def mysql_url():
-    """The MySQL test database, migrated once. Missing server: skip, or fail under REQUIRE_MYSQL."""
+def mysql_url(worker_id):
+    """The MySQL test database, migrated once. Missing server: skip, or fail under REQUIRE_MYSQL.
+    Under pytest-xdist each test process gets a database of its own beside TEST_DATABASE_URL's,
+    dropped at the end: the tests empty the tables they use."""
     if not MYSQL_URL:
         message = "TEST_DATABASE_URL is not set, so the MySQL tests cannot run"
         if REQUIRE_MYSQL:
             pytest.fail(message + " (REQUIRE_MYSQL=1)")
         pytest.skip(message)
+    url, own = sa.make_url(MYSQL_URL), worker_id != "master"
+    if own:
+        url = url.set(database=f"{url.database}_{worker_id}")
     try:
-        run_sql(MYSQL_URL, DROP_ALL)
+        if own:
+            run_sql(MYSQL_URL, f"CREATE DATABASE IF NOT EXISTS `{url.database}` CHARACTER SET utf8mb4")
+        run_sql(url, DROP_ALL)
     except sa.exc.OperationalError as error:
         if REQUIRE_MYSQL:
             pytest.fail(f"MySQL at {MYSQL_URL} is not reachable: {error}")
         pytest.skip(f"MySQL is not reachable: {error}")
-    migrate(MYSQL_URL)
-    return MYSQL_URL
+    url = url.render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    if own:
+        run_sql(MYSQL_URL, f"DROP DATABASE IF EXISTS `{sa.make_url(url).database}`")
 
 
 @pytest.fixture
