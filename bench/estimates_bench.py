@@ -1,6 +1,6 @@
 """Estimates benchmark: how far off is the "time remaining" people are shown?
 
-    .venv/bin/python bench/estimates_bench.py [--jobs 160] [--tps 80] [--seed 1]
+    .venv/bin/python bench/estimates_bench.py [--jobs 160] [--tps 80] [--seed 1] [--out DIR]
                                               [--database-url URL] [--timeout SECONDS]
 
 A run of 160 jobs takes about 2.5 minutes on 2 cores (--tps sets the pace: higher is shorter).
@@ -49,9 +49,10 @@ whole), the range's coverage (it claims 60 %), backwards steps and early 100s of
 the live speed (tokens_per_second of the last live snapshot) against eval_count / eval_duration.
 
 A table goes to stdout and the same figures as JSON (with every job's events) to
-bench/results/estimates-<timestamp>.json. The database is a SQLite file in a temporary directory
-unless --database-url names a MySQL/MariaDB database whose name contains "bench" (its tables are
-dropped and migrated afresh). The run is bounded (--timeout) and the worker is killed on any exit.
+bench/results/estimates-<timestamp>.json, or to DIR/estimates-<timestamp>.json with --out DIR.
+The database is a SQLite file in a temporary directory unless --database-url names a MySQL/MariaDB
+database whose name contains "bench" (its tables are dropped and migrated afresh). The run is
+bounded (--timeout) and the worker is killed on any exit.
 """
 import argparse
 import bisect
@@ -764,6 +765,12 @@ def print_table(meta, s, problems):
         print("  PROBLEM:", problem)
 
 
+def shown_path(path):
+    """The results file as printed: relative to the repository when inside it, else as given."""
+    resolved = path.resolve()
+    return resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else path
+
+
 def rounded(value):
     return None if value is None else round(value, 3)
 
@@ -812,7 +819,9 @@ def parse_args(argv=None):
                         "(default: the last arrival + 180)")
     parser.add_argument("--force", action="store_true",
                         help="allow dropping the tables of a database whose name lacks 'bench'")
-    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="directory of the JSON results (default: bench/results in the repository)")
+    parser.add_argument("--no-save", action="store_true", help="do not write the JSON results")
     return parser.parse_args(argv)
 
 
@@ -858,11 +867,11 @@ def main(argv=None):
         for line in warnings[:5]:
             print("  worker log:", line)
         if not args.no_save:
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            path = RESULTS / f"estimates-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+            args.out.mkdir(parents=True, exist_ok=True)
+            path = args.out / f"estimates-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
             path.write_text(json.dumps({**meta, **summary, "problems": problems, "worker_log_warnings": warnings[:20],
                                         "per_job": [per_job(run, scores, t0) for run in runs]}) + "\n")
-            print(f"  results: {path.relative_to(ROOT)}")
+            print(f"  results: {shown_path(path)}")
         return 1 if problems else 0
     finally:
         if worker is not None:

@@ -2,6 +2,7 @@
 import pytest
 
 from webapp.estimates import (
+    PAST_HISTORY,
     PRIOR_SPREAD,
     RANGE,
     History,
@@ -10,6 +11,7 @@ from webapp.estimates import (
     conditional_quantile,
     expected_length,
     generating_left,
+    most_at_once,
     prompt_kind,
     quantile,
     queued_left,
@@ -52,7 +54,7 @@ def test_a_run_cut_at_num_predict_counts_as_at_least_that_long_not_as_an_end():
 
 def test_the_expected_length_is_conditional_on_what_has_been_generated():
     runs = [Run(n) for n in (10, 20, 30, 100, 200, 300)]
-    assert expected_length(runs, "plain:s:-", 0, None).point == 30
+    assert expected_length(runs, "plain:s:-", 0, None).point == 65  # the median of six: halfway from 30 to 100
     later = expected_length(runs, "plain:s:-", 50, None)
     assert later.point == 200 and later.low == 100 and later.high == 300
 
@@ -78,15 +80,19 @@ def test_a_prompt_kind_with_enough_runs_of_its_own_is_learned_apart_from_the_mod
     runs = [Run(3, kind="word:s:-")] * 10 + [Run(300, kind="plain:s:-")] * 10
     assert expected_length(runs, "word:s:-", 0, None).point == 3
     assert expected_length(runs, "plain:s:-", 0, None).point == 300
-    # A kind with too few runs falls back to the model's spread.
-    assert expected_length(runs + [Run(50, kind="list:s:-")], "list:s:-", 0, None).point in (3, 50, 300)
+    # A kind with too few runs falls back to its hint's runs, and without enough of those to the
+    # model's: 13 of the 23 runs are longer than the list's own 50, so the model's median is 300.
+    model = [Run(3, kind="word:s:-")] * 10 + [Run(300, kind="plain:s:-")] * 12
+    assert expected_length(model + [Run(50, kind="list:s:-")], "list:s:-", 0, None).point == 300
+    hinted = model + [Run(40, kind="list:s:-")] * 3
+    assert expected_length(hinted, "list:m:-", 0, None).point == 40
 
 
 def test_time_left_while_generating_is_the_rest_of_the_length_at_the_live_speed():
-    history = History(runs=[Run(n) for n in (100, 200, 300)], speeds=[50.0])
-    left = generating_left(history, "plain:s:-", 100, None, speed=25.0)
-    assert left.point == 4000 and left.low <= left.point <= left.high
-    assert generating_left(history, "plain:s:-", 100, None, speed=0.0).point == 2000  # learned speed
+    history = History(runs=[Run(n) for n in (100, 200, 300, 400)], speeds=[50.0])
+    left = generating_left(history, "plain:s:-", 100, None, speed=25.0)  # expects 300: 200 more
+    assert left.point == 8000 and left.low <= left.point <= left.high
+    assert generating_left(history, "plain:s:-", 100, None, speed=0.0).point == 4000  # learned speed
 
 
 def test_time_left_before_the_first_token_adds_the_learned_load_and_prompt_time():
@@ -119,6 +125,41 @@ def test_the_range_holds_the_truth_about_as_often_as_it_claims():
         inside += length.low <= truth <= length.high
     claimed = RANGE[1] - RANGE[0]
     assert abs(inside / trials - claimed) < 0.06
+
+
+def test_where_the_share_left_sits_at_the_level_the_quantile_is_halfway_to_the_next_end():
+    steps = survival([Run(n) for n in (10, 20, 30, 40)])
+    assert conditional_quantile(steps, 0, 0.5) == 25  # a median of four, as statistics.median says
+    assert conditional_quantile(steps, 15, 0.5) == 30  # three left: the middle one
+    assert conditional_quantile(steps, 25, 0.5) == 35  # two left: halfway between them
+    assert conditional_quantile(steps, 35, 0.5) == 40  # the last one
+    assert conditional_quantile(steps, 45, 0.5) is None
+
+
+def test_a_thin_tail_does_not_expect_the_run_to_end_at_the_next_length_history_saw():
+    # At 51 tokens only one earlier run went further, to 57: this run is no more likely to stop
+    # there than to go on, so the guess is at least what passing every run would give.
+    runs = [Run(n) for n in (10, 20, 30, 40, 57)]
+    length = expected_length(runs, "plain:s:-", 51, None)
+    assert length.point == pytest.approx(51 * PAST_HISTORY[0.5] + 1)
+    assert length.low == pytest.approx(51 * PAST_HISTORY[RANGE[0]] + 1)
+    assert length.high == pytest.approx(51 * PAST_HISTORY[RANGE[1]] + 1)
+    # Two runs past the count: halfway between them (the reference rule's median of two), not the
+    # nearer one, which left "0.05 s" on a card with 1.5 s to go.
+    assert expected_length(runs + [Run(300)], "plain:s:-", 51, None).point == (57 + 300) / 2
+
+
+def test_a_tail_of_enough_runs_is_trusted_as_it_is():
+    runs = [Run(n) for n in (10, 20, 52, 53, 54, 55)]
+    length = expected_length(runs, "plain:s:-", 51, None)
+    assert length.point == 53.5 and length.point < 51 * PAST_HISTORY[0.5]
+
+
+def test_most_at_once_counts_the_spans_under_way_together():
+    assert most_at_once([]) == 0
+    assert most_at_once([(0, 2), (2, 4), (4, 6)]) == 1  # back to back: one slot
+    assert most_at_once([(0, 4), (1, 5), (2, 6), (3, 7), (5, 9)]) == 4
+    assert most_at_once([(0, 10), (1, 2), (3, 4)]) == 2
 
 
 def test_quantile_interpolates():

@@ -1,5 +1,6 @@
 """Learned estimates through the real worker: what a job learns from earlier ones, a job past its
-expected length, a queued job's estimate, and what a completed job leaves for later ones."""
+expected length, a warm or cold start as Ollama's /api/ps tells it, queued jobs' estimates at
+their places, and what a completed job leaves for later ones."""
 from datetime import timedelta
 
 import pytest
@@ -8,20 +9,23 @@ import sqlalchemy as sa
 from webapp import history, queue, statuses
 from webapp.extensions import db
 from webapp.models import Job, utcnow
-from webapp.snapshots import snapshot_of
+from webapp.ollama import model_is_loaded
+from webapp.snapshots import snapshot_of, snapshots_of
 
 from helpers import both_backends, row, run_next
 
 
-def completed(model="llama3.2", tokens=25, count=10, seconds=1.0, cut=False):
-    """Earlier jobs this server finished (rows as the worker leaves them)."""
+def completed(model="llama3.2", tokens=25, count=10, seconds=1.0, cut=False, load_ms=200, cold=False, at_once=1):
+    """Earlier jobs this server finished (rows as the worker leaves them), each taking `seconds`,
+    `at_once` side by side and back to back before now."""
     now = utcnow()
     for n in range(count):
+        done = now - timedelta(seconds=seconds * (n // at_once))
         db.session.add(Job(prompt=f"earlier {n}", model=model, status=statuses.COMPLETED, prompt_kind="plain:s:-",
-                           completion_tokens=tokens + n % 3, tokens_per_second=50.0, load_ms=200,
-                           cold_start=False, prompt_eval_ms=10, prompt_tokens=20,
+                           completion_tokens=tokens + n % 3, tokens_per_second=50.0, load_ms=load_ms,
+                           cold_start=cold, prompt_eval_ms=10, prompt_tokens=20,
                            done_reason="length" if cut else "stop",
-                           started_at=now - timedelta(seconds=seconds), completed_at=now))
+                           started_at=done - timedelta(seconds=seconds), completed_at=done))
     db.session.commit()
     history.forget()
 
@@ -84,6 +88,51 @@ def test_with_history_a_queued_job_has_an_estimate_and_its_range(app):
     # Two jobs of ~2 s each ahead on one slot, then its own run of ~100 tokens at 50 tok/s.
     assert 4000 <= snap["estimated_remaining"] <= 7000
     assert snap["time_since_submit"] >= 0
+
+
+@both_backends
+def test_queued_jobs_wait_their_places_at_the_pace_of_as_many_slots_as_recent_runs_used(app):
+    completed(tokens=100, seconds=2.0, count=12, at_once=4)  # the worker ran 4 at a time, 2 s each
+    jobs = [queue.enqueue(prompt=f"item {n}", model="llama3.2") for n in range(12)]
+    snaps = sorted(snapshots_of(queue.get_many([job.job_id for job in jobs])), key=lambda snap: snap["queue_position"])
+    assert [snap["queue_position"] for snap in snaps] == list(range(1, 13))
+    left = [snap["estimated_remaining"] for snap in snaps]
+    # Nothing runs now, yet the queue is served 4 at a time: each place adds 2 s / 4, then the
+    # job's own run (~101 tokens at 50 tok/s, after a warm load of 0.2 s).
+    assert [b - a for a, b in zip(left, left[1:], strict=False)] == pytest.approx([500] * 11, abs=2)
+    assert left[2] - left[0] == pytest.approx(1000, abs=2)  # place 3 waits two places more than place 1
+    assert left[0] == pytest.approx(500 + 2020 + 200, abs=30)
+    assert all(snap["estimated_remaining_low"] <= snap["estimated_remaining"] <= snap["estimated_remaining_high"]
+               for snap in snaps)
+
+
+@both_backends
+def test_the_servers_slots_are_the_most_run_side_by_side_or_running_now(app):
+    completed(seconds=2.0, count=8, at_once=3)
+    assert history.pace() == (3, (2.0, 2.0, 2.0))
+    for n in range(5):
+        queue.enqueue(prompt=f"running {n}", model="llama3.2")
+        queue.claim(f"w{n}", 30)
+    history.forget()
+    assert history.pace() == (5, (2.0, 2.0, 2.0))  # more run now than ran side by side before
+
+
+@both_backends
+def test_a_warm_start_waits_the_learned_warm_load_and_a_cold_one_the_cold_load(app, sim, monkeypatch):
+    completed(tokens=100, load_ms=200)  # with the model loaded, a load took 0.2 s
+    completed(tokens=100, load_ms=3000, cold=True)  # and 3 s when it was not
+    app.config["OLLAMA_URL"] = sim.url
+    writes = progress_writes(monkeypatch)
+    for prompt, cold in (("cold start", True), ("warm start", False)):
+        assert model_is_loaded(sim.url, "llama3.2") is not cold  # what Ollama's /api/ps says
+        queue.enqueue(prompt=prompt, model="llama3.2")
+        writes.clear()
+        done = run_next(app)
+        assert done.cold_start is cold
+        first = writes[0]  # at once, before any token: the load, the prompt, then ~101 tokens at 50 tok/s
+        assert first["current_tokens"] == 0
+        assert first["estimated_time_remaining"] == pytest.approx(2020 + (3000 if cold else 200), abs=100)
+        history.forget()  # the next job reads what is learned afresh (its own run is in it now)
 
 
 def test_without_history_there_is_no_estimate_and_the_card_says_so(app, client):

@@ -11,9 +11,11 @@ RANGE = (0.2, 0.8)    # the range shown holds the truth 60 % of the time: its 20
 CALIBRATION_RUNS = 60  # newest runs replayed to learn how far off the point estimate tends to be
 PRIOR_SPREAD = (0.4, 2.5)  # how far off, until a model has enough runs to say
 MIN_RUNS = 3          # runs (still going at the current count) a prompt kind needs before it is trusted
-# Past every earlier run, history says nothing: expect this much more of what was generated so
-# far (point, low, high), so the guess moves on with the count instead of parking.
-PAST_HISTORY = {0.5: 1.3, RANGE[0]: 1.05, RANGE[1]: 2.0}
+# Past every earlier run, history says nothing (and past all but one or two, little), so the
+# guess moves on with the count instead of parking: with nothing known of where a run ends, what
+# has been generated is as likely any share of the whole as another, so the whole's q-quantile
+# is seen / (1 - q): twice it for the point, 1.25 and 5 times it for the range.
+PAST_HISTORY = {q: 1 / (1 - q) for q in (0.5, *RANGE)}
 
 # Words people use to ask for a length or a count, checked in this order.
 NUMBER = r"(\d{1,3}|two|three|four|five|six|seven|eight|nine|ten|a dozen)"
@@ -81,8 +83,15 @@ def conditional_quantile(steps, seen, q):
     start = share_beyond(steps, seen)
     if start <= 0:
         return None
-    for length, value in steps:
-        if length > seen and value <= start * (1 - q) + 1e-12:
+    level = start * (1 - q)
+    later = [step for step in steps if step[0] > seen]
+    for i, (length, share) in enumerate(later):
+        if math.isclose(share, level, rel_tol=1e-9, abs_tol=1e-12):
+            # The share sits at the level all the way to the next end (an even count, say): the
+            # quantile is halfway there, as a median of two is. The lower end would expect a
+            # run to stop at the next length history saw, which with few runs left is too soon.
+            return (length + later[i + 1][0]) / 2 if i + 1 < len(later) else length
+        if share < level:
             return length
     return None
 
@@ -117,11 +126,23 @@ def expected_length(runs, kind, seen, limit=None):
     # Where the spread runs out (every run so far ended, or the longest were cut by their
     # num_predict), go on from the furthest that any of them is known to have reached.
     reach = max([seen] + [run.tokens for run in chosen])
-    values = [conditional_quantile(steps, seen, q) or reach * PAST_HISTORY[q] + 1 for q in (0.5, *RANGE)]
+    thin = sum(run.tokens > seen for run in chosen) < MIN_RUNS
+    values = [tail_quantile(steps, seen, q, reach, thin) for q in (0.5, *RANGE)]
     point, low, high = (max(v, seen + 1) for v in values)
     if limit:
         point, low, high = (min(v, limit) for v in (point, low, high))
     return Length(point, low, high)
+
+
+def tail_quantile(steps, seen, q, reach, thin):
+    """The q-quantile of the length given `seen`: the history's, else (past its reach) `reach`
+    moved on by PAST_HISTORY[q]. A thin tail (fewer than MIN_RUNS runs went past `seen`) says
+    little of where this run ends: the one run history saw beyond `seen` may have ended a token
+    later, while this one goes on. So the guess is never below `seen` moved on as far."""
+    value = conditional_quantile(steps, seen, q)
+    if value is None:
+        return reach * PAST_HISTORY[q] + 1
+    return max(value, seen * PAST_HISTORY[q] + 1) if thin else value
 
 
 def quantile(values, q):
@@ -222,6 +243,17 @@ def before_first_token_left(history, kind, limit, cold, prompt_tokens, waited):
         return None
     ahead = [history.load(cold, q) + history.prompt_time(prompt_tokens, q) - waited for q in (0.5, *RANGE)]
     return answer.plus(*ahead)
+
+
+def most_at_once(spans):
+    """The most of these (start, end) spans that were under way at one moment: how many jobs
+    this server ran side by side. A span ending as another starts is one slot used twice."""
+    moments = sorted([(start, 1) for start, _end in spans] + [(end, -1) for _start, end in spans])
+    running = most = 0
+    for _moment, change in moments:  # at one moment ends (-1) sort before starts (+1)
+        running += change
+        most = max(most, running)
+    return most
 
 
 def queued_left(run, place, slots, per_slot):

@@ -1,12 +1,13 @@
 """What this server has learned, read from its own completed jobs: per model the newest runs (a
-bounded query on the model's index, never a scan of all history), and the pace of the queue.
+bounded query on the model's index, never a scan of all history), and the pace of the queue
+(how long a job takes, and how many run side by side).
 Each is kept a few seconds per process, so a busy page or worker reads it once, not per job."""
 import time
 
 import sqlalchemy as sa
 
 from webapp import statuses
-from webapp.estimates import History, Run, quantile
+from webapp.estimates import History, Run, most_at_once, quantile
 from webapp.extensions import db
 from webapp.models import Job
 
@@ -65,8 +66,10 @@ def _learn(history, row):
 
 
 def pace():
-    """(jobs running now, seconds one job takes as (median, 20th, 80th percentile)) over the
-    newest completed jobs of any model, or (running, None) without any."""
+    """(worker slots, seconds one job takes as (median, 20th, 80th percentile)) over the newest
+    completed jobs of any model, or (0, None) without any. The slots are the jobs running
+    now or, when more, the most of those newest jobs that ran side by side: a queue that formed
+    while nothing ran is still served that many at a time."""
     return _kept_for(("pace",), _read_pace) or (0, None)
 
 
@@ -78,7 +81,8 @@ def _read_pace():
              .order_by(Job.id.desc()).limit(PACE_RUNS)
              .with_hint(Job, "FORCE INDEX (ix_jobs_queue_head)", "mysql")
              .with_hint(Job, "FORCE INDEX (ix_jobs_queue_head)", "mariadb"))
-    took = [(done - started).total_seconds() for started, done in db.session.execute(query) if started and done]
-    if not took:
+    spans = [(started, done) for started, done in db.session.execute(query) if started and done]
+    if not spans:
         return None
-    return running, tuple(quantile(took, q) for q in (0.5, 0.2, 0.8))
+    took = [(done - started).total_seconds() for started, done in spans]
+    return max(running, most_at_once(spans)), tuple(quantile(took, q) for q in (0.5, 0.2, 0.8))
