@@ -5,12 +5,14 @@ from html import escape
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 
 from webapp import queue, ratelimits
 from webapp.extensions import db
 from webapp.models import Job
+from webapp.web import pages
 
-from helpers import both_backends
+from helpers import both_backends, row
 
 
 def csrf_token(client):
@@ -21,6 +23,20 @@ def csrf_token(client):
 def test_form_post_redirects_to_the_job_page(client):
     response = client.post("/jobs", data={"prompt": "Hello", "csrf_token": csrf_token(client)})
     assert response.status_code == 303 and response.headers["Location"].startswith("/jobs/")
+
+
+def test_a_database_fault_after_the_forms_job_was_made_sends_the_browser_to_it(client, monkeypatch):
+    """A 503 would have the person submit it again: the job exists, so htmx goes to its page."""
+    token = csrf_token(client)
+
+    def fault():
+        raise OperationalError("SELECT", {}, Exception("Lost connection to MySQL server during query"))
+
+    monkeypatch.setattr(pages, "recent_cards", fault)
+    response = client.post("/jobs", data={"prompt": "Made once", "csrf_token": token}, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    job_id = response.headers["HX-Redirect"].rsplit("/", 1)[1]
+    assert row(job_id).prompt == "Made once"
 
 
 def test_form_without_its_csrf_token_is_refused(client):

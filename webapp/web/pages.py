@@ -1,4 +1,5 @@
 """The HTML pages: the prompt form, one job's page, the card htmx polls, and the cards' SSE stream."""
+import logging
 import time
 
 from flask import (
@@ -14,13 +15,16 @@ from flask import (
 
 from webapp import ollama, output, queue, statuses
 from webapp.batches import store as batch_store
+from webapp.extensions import discard_session
 from webapp.snapshots import snapshot_of, snapshots_of
 from webapp.web import csrf, live, sse, webhook_pages
 from webapp.web.access import admit, browser_owner, may_read, no_such_job, own_job_or_404, readable_job_or_404
+from webapp.web.errors import DATABASE_ERRORS
 from webapp.web.events import event_id, text_event, text_events
 from webapp.web.validation import InvalidInput, form_defaults, generation_request, whole_numbers
 
 bp = Blueprint("pages", __name__)
+log = logging.getLogger(__name__)
 STOP_POLLING = 286  # htmx 2: "stop polling"; the final card also carries no trigger
 HTML_PING_AFTER = 2.5  # the cards' stream sends something at least this often
 SSE_FRESH_MS = int(HTML_PING_AFTER * 1000) + 1500  # the page polls again once SSE is this quiet
@@ -80,8 +84,20 @@ def create():
     admit(owner)
     job = queue.enqueue(**fields, owner=owner)
     if request.headers.get("HX-Request"):
-        return render_template("_live.html", cards=recent_cards())
+        return _cards_after_create(job.job_id)
     return redirect(url_for("pages.job", job_id=job.job_id), 303)
+
+
+def _cards_after_create(job_id):
+    """The cards, the new job's first. Read after its commit: a database fault here sends the
+    browser to the job's page (its address needs no query) rather than answer a 503 that would
+    have the person submit the job again."""
+    try:
+        return render_template("_live.html", cards=recent_cards())
+    except DATABASE_ERRORS as error:
+        log.warning("job %s created; the cards could not be read: %s", job_id, error)
+        discard_session()
+        return "", 200, {"HX-Redirect": url_for("pages.job", job_id=job_id)}
 
 
 def _as_request(form):
