@@ -5,8 +5,10 @@ from webapp.estimates import (
     PAST_HISTORY,
     PRIOR_SPREAD,
     RANGE,
+    Estimate,
     History,
     Run,
+    batch_left,
     before_first_token_left,
     conditional_quantile,
     expected_length,
@@ -193,3 +195,10 @@ def test_a_runs_range_holds_about_as_often_as_it_claims_in_a_replay():
         inside += left.low <= (truth - seen) / 50 * 1000 <= left.high
     # The spread is learned from 60 runs (180 replayed points), so it is itself a little off.
     assert abs(inside / trials - (RANGE[1] - RANGE[0])) < 0.15
+
+
+def test_a_batch_waits_at_the_slots_serving_it_or_at_the_servers_while_none_is():
+    item = (2.0, 1.0, 4.0)  # seconds per item: median, low, high
+    assert batch_left(12, 3, item, server_slots=4) == Estimate(9000, 4500, 18000)  # 4 + 0.5 rounds
+    assert batch_left(12, 0, item, server_slots=4) == Estimate(6000, 3000, 12000)  # 3 rounds
+    assert batch_left(12, 0, item, server_slots=0) == Estimate(24000, 12000, 48000)  # at least one slot

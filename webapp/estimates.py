@@ -12,9 +12,10 @@ CALIBRATION_RUNS = 60  # newest runs replayed to learn how far off the point est
 PRIOR_SPREAD = (0.4, 2.5)  # how far off, until a model has enough runs to say
 MIN_RUNS = 3          # runs (still going at the current count) a prompt kind needs before it is trusted
 # Past every earlier run, history says nothing (and past all but one or two, little), so the
-# guess moves on with the count instead of parking: with nothing known of where a run ends, what
-# has been generated is as likely any share of the whole as another, so the whole's q-quantile
-# is seen / (1 - q): twice it for the point, 1.25 and 5 times it for the range.
+# guess moves on instead of parking: with nothing known of where a run ends, what has been
+# generated is as likely any share of the whole as another, so the whole's q-quantile is the
+# length known reached (this run's count, or further when an earlier run was cut past it) over
+# (1 - q): twice it for the point, 1.25 and 5 times it for the range.
 PAST_HISTORY = {q: 1 / (1 - q) for q in (0.5, *RANGE)}
 
 # Words people use to ask for a length or a count, checked in this order.
@@ -265,11 +266,12 @@ def queued_left(run, place, slots, per_slot):
     return run.plus(*(place * seconds / max(slots, 1) for seconds in per_slot))
 
 
-def batch_left(queued, running, per_item):
-    """Time left for a batch: its queued items at the pace of the slots serving it now (at least
-    one), plus what is left of those running (half an item each, on average). `per_item` is an
-    item's time in seconds as (median, low, high)."""
-    slots = max(running, 1)
+def batch_left(queued, running, per_item, server_slots=1):
+    """Time left for a batch: its queued items at the pace of the slots serving it now or, while
+    none is, of the slots this server runs side by side (history.pace), plus what is left of those
+    running (half an item each, on average). `per_item` is an item's time in seconds as (median,
+    low, high)."""
+    slots = running or max(server_slots, 1)
     rounds = queued / slots + (0.5 if running else 0.0)
     return Estimate(*(ms(rounds * seconds) for seconds in per_item))
 

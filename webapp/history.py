@@ -77,11 +77,13 @@ def _read_pace():
     running = db.session.scalar(sa.select(sa.func.count()).where(Job.status == statuses.PROCESSING))
     # The newest completed, read backwards through (status, id): left to itself MariaDB may walk
     # the primary key back past every newer job instead (a large batch's queued items).
-    query = (sa.select(Job.started_at, Job.completed_at).where(Job.status == statuses.COMPLETED)
+    query = (sa.select(Job.started_at, Job.completed_at, Job.runs).where(Job.status == statuses.COMPLETED)
              .order_by(Job.id.desc()).limit(PACE_RUNS)
              .with_hint(Job, "FORCE INDEX (ix_jobs_queue_head)", "mysql")
              .with_hint(Job, "FORCE INDEX (ix_jobs_queue_head)", "mariadb"))
-    spans = [(started, done) for started, done in db.session.execute(query) if started and done]
+    # A job run more than once (released at a shutdown, retried) started with its first run: its
+    # span holds its waits too, and would count as a slot it did not use.
+    spans = [(started, done) for started, done, runs in db.session.execute(query) if started and done and runs <= 1]
     if not spans:
         return None
     took = [(done - started).total_seconds() for started, done in spans]

@@ -41,14 +41,14 @@ def _time_left(batch, queued, running):
     if batch.status in statuses.ENDED:
         return dict.fromkeys(keys, 0)
     finished = batch.completed + batch.failed
-    pace = history.pace()[1]
+    slots, pace = history.pace()
     # The batch's own mean once it says enough, or sooner when the server has no pace to offer.
     trusted = finished >= MIN_OWN_ITEMS or (finished and pace is None)
     own = batch.item_ms / 1000 / finished if trusted else None
     per_item = estimates.batch_item_time(own, pace)
     if per_item is None:
         return dict.fromkeys(keys)
-    left = estimates.batch_left(queued, running, per_item)
+    left = estimates.batch_left(queued, running, per_item, slots)
     return dict(zip(keys, (left.point, left.low, left.high), strict=True))
 
 

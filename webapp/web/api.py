@@ -64,7 +64,8 @@ def wait_ahead(job_id):
     Read after the commit: a database fault here leaves them null, since a 503 would make the
     client send a job that exists again."""
     try:
-        snap = snapshot_of(queue.get(job_id))
+        job = queue.get(job_id)
+        snap = snapshot_of(job) if job is not None else dict.fromkeys(events.SUBMIT_FIELDS)
     except DATABASE_ERRORS as error:
         log.warning("job %s created; its wait ahead could not be read: %s", job_id, error)
         discard_session()
