@@ -73,9 +73,11 @@ def mysql_url(worker_id):
             run_sql(MYSQL_URL, f"CREATE DATABASE IF NOT EXISTS `{url.database}` CHARACTER SET utf8mb4")
         run_sql(url, DROP_ALL)
     except sa.exc.OperationalError as error:
+        why = "is not reachable" + (f", or its user may not create this test process's database {url.database} "
+                                    "(TEST_PROCESSES=0 runs without)" if own else "")
         if REQUIRE_MYSQL:
-            pytest.fail(f"MySQL at {MYSQL_URL} is not reachable: {error}")
-        pytest.skip(f"MySQL is not reachable: {error}")
+            pytest.fail(f"MySQL at {MYSQL_URL} {why}: {error}")
+        pytest.skip(f"MySQL {why}: {error}")
     url = url.render_as_string(hide_password=False)
     migrate(url)
     yield url

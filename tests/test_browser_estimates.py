@@ -51,7 +51,8 @@ def test_the_time_left_counts_down_between_updates_and_each_update_sets_it(web, 
     first = seconds_left(page, job.job_id)
     assert first is not None and 45 <= first <= 50, first
     range_text = page.locator(f"#card-{job.job_id} .range").text_content()
-    page_wait_until(page, lambda: seconds_left(page, job.job_id) <= first - 1.0, 10, "the time left to go down")
+    page_wait_until(page, lambda: (seconds_left(page, job.job_id) or first) <= first - 1.0, 10,
+                    "the time left to go down")
     assert page.locator(f"#card-{job.job_id} .range").text_content() != range_text  # the range counts too
     artifacts.screenshot(page, "counted-down")
 
