@@ -14,12 +14,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from conftest import app_in_context
-from test_webhooks import HOOKED, SECRET, Receiver
 
 from webapp.extensions import db
 from webapp.models import WebhookDelivery, utcnow
 
 from helpers import both_backends, row, wait_until
+from receivers import HOOKED, SECRET, Receiver
 
 API = "/api/v1/ai/generation"
 # What a worker needs to send to the receiver: the secret, and leave to use plain http on loopback.

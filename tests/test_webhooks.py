@@ -10,12 +10,9 @@ import base64
 import contextlib
 import functools
 import json
-import os
 import socket
 import threading
-from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sqlalchemy as sa
@@ -32,6 +29,7 @@ from webapp.webhooks import outbox, targets
 from webapp.worker.deliveries import Sender
 
 from helpers import both_backends, row, run_next, wait_until
+from receivers import HOOKED, SECRET, Answering, Receiver, new_secret
 
 API = "/api/v1/ai/generation"
 BATCHES = f"{API}/batches"
@@ -39,96 +37,11 @@ NOWHERE = "https://hooks.example.test/livegen"  # .test never resolves: nothing 
 ALL = "start,output,completed"
 
 
-def new_secret():
-    """A Standard Webhooks secret as the README makes one: whsec_ and the base64 of 32 random bytes."""
-    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
-
-
-SECRET = new_secret()
-# The test app signs with SECRET and may send to a receiver on this machine over plain http.
-HOOKED = {"WEBHOOK_SECRET": SECRET, "WEBHOOK_ALLOW_HTTP": True, "WEBHOOK_ALLOW_PRIVATE": True,
-          "WEBHOOK_RETRY_DELAYS": (5.0, 300.0), "WEBHOOK_TIMEOUT": 5.0}
-
-
 @pytest.fixture
 def app(database_url):
     """The suite's app (conftest's), with webhooks switched on."""
     with app_in_context(database_url, **HOOKED) as app:
         yield app
-
-
-# --- a real receiver -----------------------------------------------------------------------------
-@dataclass
-class Received:
-    path: str
-    headers: dict  # names lower-cased
-    body: bytes
-    answer: object  # the status code it was answered, or "hang"
-
-    @property
-    def id(self):
-        return self.headers["webhook-id"]
-
-    def verified(self, secret=SECRET):
-        """The payload, once its signature checks out as the standard checks it (raises if not)."""
-        return Webhook(secret).verify(self.body, self.headers)
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 (a threaded HTTP server in this process): records every
-    POST and answers each from `script` in turn (a status code; "hang": no answer until the
-    receiver closes), then 200."""
-
-    def __init__(self, script=()):
-        self.script = list(script)
-        self.received = []
-        self.lock = threading.Lock()
-        self.closing = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (the name http.server calls)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    answer = receiver.script.pop(0) if receiver.script else 200
-                    receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                      body, answer))
-                if answer == "hang":
-                    receiver.closing.wait(60)
-                    self.close_connection = True
-                    return
-                self.send_response(answer)
-                if 300 <= answer < 400:
-                    self.send_header("Location", receiver.url + "/elsewhere")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.closing.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
-    def got(self):
-        with self.lock:
-            return list(self.received)
-
-    def wait_for(self, count, timeout=10):
-        return wait_until(lambda: len(self.got()) >= count and self.got(), timeout,
-                          f"{count} webhook request(s) at the receiver")
 
 
 @pytest.fixture
@@ -1008,46 +921,6 @@ def test_webhook_keep_days_is_read_defaults_to_7_and_must_be_above_0():
 
 
 # --- 11. after the review: the sender's HTTP session, its deadline, its slots ------------------------
-class Answering:
-    """A receiver on 127.0.0.1 whose answer `answer(receiver, handler)` writes byte for byte (what
-    the Receiver cannot: cookies, a body that never ends, a status line dripped). Records each
-    request's headers; `release` is set when it closes (an answer may hold its socket until then),
-    `finished` when an answer was written to its end."""
-
-    def __init__(self, answer):
-        self.requests, self.release, self.finished = [], threading.Event(), threading.Event()
-        self.holding = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (the name http.server calls)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.requests.append({k.lower(): v for k, v in self.headers.items()})
-                try:
-                    answer(receiver, self)
-                except OSError:  # the sender hung up
-                    return
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
-
 def sets_a_cookie(receiver, handler):
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: receiver_session=abc123; Path=/\r\n"
                         b"Content-Length: 0\r\n\r\n")
@@ -1058,13 +931,13 @@ def an_endless_body(receiver, handler):
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000000000\r\n\r\n"
                         b"0123456789")
     receiver.holding.set()
-    receiver.release.wait(60)
+    receiver.closing.wait(60)
 
 
 def drips(receiver, handler):
     """A 200, one byte every 0.3 s: every read gets something well within a per-read timeout."""
     for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
-        if receiver.release.wait(0.3):
+        if receiver.closing.wait(0.3):
             return
         handler.wfile.write(bytes([byte]))
     receiver.finished.set()
@@ -1110,7 +983,7 @@ def test_a_try_reads_the_status_and_headers_never_the_body(app, client):
         with sending(app) as sender:
             assert sender.send_due() == 1
             # Settled while the receiver still holds its socket open with 999,999,990 bytes to come.
-            assert endless.holding.is_set() and not endless.release.is_set()
+            assert endless.holding.is_set() and not endless.closing.is_set()
     delivery, = deliveries()
     assert (delivery.status, delivery.attempts, delivery.last_status_code, delivery.last_error) == (
         "delivered", 1, 200, None)
