@@ -59,7 +59,7 @@ def browser_owner(create=False):
 def api_owner():
     """The owner an API call acts as: its key's; without a key, the open API's anonymous caller,
     but only while no key exists (then 401)."""
-    secret = _bearer()
+    secret = bearer_secret()
     if secret is not None:
         return _key_owner(secret)
     if keys.any_exist(current_app.config["API_TOKEN"]):
@@ -71,7 +71,7 @@ def readers():
     """Every owner the request speaks for when it reads: its browser session, and its key (or,
     with none while the API is open, the anonymous caller)."""
     names = {browser_owner()} - {None}
-    secret = _bearer()
+    secret = bearer_secret()
     if secret is not None:
         names.add(_key_owner(secret))
     elif not keys.any_exist(current_app.config["API_TOKEN"]):
@@ -79,15 +79,16 @@ def readers():
     return names
 
 
-def _bearer():
-    """The key an `Authorization: Bearer <key>` header carries, None without the header; 401
-    for any other form of it."""
+def bearer_secret(refuse=None):
+    """The key an `Authorization: Bearer <key>` header carries, None without the header; for
+    any other form of it, `refuse(message)` is raised (the API's 401 unless given: the operator's
+    page answers its sign-in form)."""
     header = request.headers.get("Authorization")
     if header is None:
         return None
     scheme, _, secret = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise _unauthorized("Send the key as 'Authorization: Bearer <key>'.")
+        raise (refuse or _unauthorized)("Send the key as 'Authorization: Bearer <key>'.")
     return secret.strip()
 
 

@@ -8,12 +8,13 @@ import time
 from typing import NamedTuple
 
 import sqlalchemy as sa
-from flask import current_app, g, request, session
+from flask import current_app, g, session
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from webapp.extensions import db
 from webapp.models import ApiKey
 from webapp.owners import keys
+from webapp.web.access import bearer_secret
 
 SESSION_KEY = "admin"  # the other pages never read it: signing in here signs in nowhere else
 SIGNED_IN_SECONDS = 12 * 3600  # a browser left signed in on a shared desk does not stay so for good
@@ -73,7 +74,7 @@ def current_operator():
     sign-in form once, and the signed session keeps only its hash). The key is looked up on every
     request, so a revoked one stops working at the next. Raises SignInNeeded (401) or, while no
     key exists at all, NoKeys (403): the page is never open to everyone, as the API may be."""
-    secret = _bearer()
+    secret = bearer_secret(refuse=SignInNeeded)
     if secret is not None:
         found = verify(secret)
         if found is None:
@@ -98,17 +99,6 @@ def _still_signed_in(signed_in):
         raise SignInNeeded("The key you signed in with no longer works (revoked, or API_TOKEN changed): "
                            "sign in with a current key.")
     return name
-
-
-def _bearer():
-    """The secret of an `Authorization: Bearer <key>` header, None without the header."""
-    header = request.headers.get("Authorization")
-    if header is None:
-        return None
-    scheme, _, secret = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise SignInNeeded("Send the key as 'Authorization: Bearer <key>'.")
-    return secret.strip()
 
 
 def operator_required(view):
