@@ -31,7 +31,7 @@ run: migrate
 ## test: the whole suite (MySQL and browser tests run when their servers are there), in
 ## TEST_PROCESSES parallel processes (most tests wait on real servers, not on the CPU), with branch
 ## coverage of the test processes' code (no threshold: it shows what the tests leave out)
-TEST_PROCESSES ?= 3
+TEST_PROCESSES ?= 2
 test: install-dev
 	$(BIN)/pytest -n $(TEST_PROCESSES) --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
